@@ -1,0 +1,539 @@
+"""The experiment config: one typed, JSON/YAML round-trippable contract from form to worker.
+
+No torch import here: the web app builds its forms from this module and :mod:`segcore.catalog`.
+
+Example:
+    >>> cfg = ExperimentConfig.model_validate({
+    ...     "name": "baseline",
+    ...     "data": {"source": {"format": "mask_folder", "root": "/data/sbd"},
+    ...              "classes": ["sky", "tree"]},
+    ...     "model": {"arch": "Unet", "encoder": "resnet18"},
+    ...     "loss": "0.6*ce + 0.4*jaccard",
+    ... })
+    >>> cfg.loss.terms[1].name
+    'jaccard'
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from segcore import catalog as _catalog
+from segcore.errors import ConfigError
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "TaskType",
+    "Precision",
+    "CocoSource",
+    "MaskFolderSource",
+    "MultilabelJsonSource",
+    "DatasetSource",
+    "PredefinedSplit",
+    "HoldoutSplit",
+    "KFoldSplit",
+    "SplitConfig",
+    "DataConfig",
+    "ModelConfig",
+    "LossTerm",
+    "LossConfig",
+    "TransformSpec",
+    "MixingConfig",
+    "AugmentationConfig",
+    "OptimizerConfig",
+    "SchedulerConfig",
+    "TrainingConfig",
+    "EvaluationConfig",
+    "ExperimentConfig",
+    "load_config",
+    "dump_config",
+    "parse_config",
+    "format_validation_error",
+]
+
+SCHEMA_VERSION = 1
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+class TaskType(str, enum.Enum):
+    """``multiclass``: one class per pixel (softmax). ``multilabel``: classes may overlap (sigmoid)."""
+
+    MULTICLASS = "multiclass"
+    MULTILABEL = "multilabel"
+
+
+class Precision(str, enum.Enum):
+    """``auto`` picks bf16 autocast where the device supports it fast, fp16 on CUDA without bf16."""
+
+    AUTO = "auto"
+    FP32 = "fp32"
+    BF16 = "bf16"
+    FP16 = "fp16"
+
+
+# ---------------------------------------------------------------- dataset sources
+
+
+class _SourceBase(_Strict):
+    root: str = Field(description="Dataset folder: absolute, relative to the dataset root, or an fsspec URL.")
+    test_images: str | None = Field(
+        default=None, description="Folder (relative to root) of unlabeled test images, if any."
+    )
+
+
+class CocoSource(_SourceBase):
+    """COCO instances JSON (polygons or RLE) + an image folder. Background is class 0."""
+
+    format: Literal["coco"] = "coco"
+    annotations: str = Field(default="annotations.json", description="COCO JSON, relative to root.")
+    images: str = Field(default="images", description="Image folder, relative to root.")
+    category_map: dict[int, int] | None = Field(
+        default=None,
+        description="COCO category id -> class index (>=1). Default: categories sorted by id map to 1..N.",
+    )
+
+
+class MaskFolderSource(_SourceBase):
+    """Images + single-channel index PNG masks with the same file stem (CamVid / VOC style)."""
+
+    format: Literal["mask_folder"] = "mask_folder"
+    images: str = "images"
+    masks: str = "masks"
+    mask_suffix: str = ".png"
+    value_map: dict[int, int] | None = Field(
+        default=None,
+        description="Pixel value -> class index. Default: identity for 0..num_classes-1. "
+        "ISBI-style 0/255 masks need {0: 0, 255: 1}.",
+    )
+    ignore_value: int | None = Field(
+        default=None, description="Pixel value that means 'unlabelled' (e.g. 255); becomes ignore_index."
+    )
+
+
+class MultilabelJsonSource(_SourceBase):
+    """Per-image JSON of class polygons where classes overlap (hand-bone X-ray style)."""
+
+    format: Literal["multilabel_json"] = "multilabel_json"
+    images: str = "images"
+    annotations: str = Field(
+        default="annotations",
+        description="Folder of <image stem>.json files: {'annotations': [{'label': str, 'points': [[x, y], ...]}]}",
+    )
+
+
+DatasetSource = Annotated[
+    CocoSource | MaskFolderSource | MultilabelJsonSource, Field(discriminator="format")
+]
+
+
+# ---------------------------------------------------------------- splits
+
+
+class PredefinedSplit(_Strict):
+    """Train/val lists shipped with the dataset: text files of image stems, relative to root."""
+
+    kind: Literal["predefined"] = "predefined"
+    train: str = "splits/train.txt"
+    val: str = "splits/val.txt"
+
+
+class HoldoutSplit(_Strict):
+    """A random hold-out, stratified by class presence."""
+
+    kind: Literal["holdout"] = "holdout"
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 0
+    stratify: bool = True
+    group_key: str | None = Field(
+        default=None, description="Regex with one group capturing a group id from the file stem (e.g. patient)."
+    )
+
+
+class KFoldSplit(_Strict):
+    """k-fold cross-validation; ``fold`` is the validation fold of this run."""
+
+    kind: Literal["kfold"] = "kfold"
+    n_folds: int = Field(default=5, ge=2, le=20)
+    fold: int = Field(default=0, ge=0)
+    seed: int = 0
+    stratify: bool = True
+    group_key: str | None = None
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> KFoldSplit:
+        if self.fold >= self.n_folds:
+            raise ValueError(f"fold {self.fold} is out of range: use 0..{self.n_folds - 1}")
+        return self
+
+
+SplitConfig = Annotated[PredefinedSplit | HoldoutSplit | KFoldSplit, Field(discriminator="kind")]
+
+
+class DataConfig(_Strict):
+    source: DatasetSource
+    task: TaskType = TaskType.MULTICLASS
+    classes: list[str] = Field(
+        min_length=1,
+        description="Class names in index order. Multiclass: index 0 is usually background.",
+    )
+    ignore_index: int = Field(default=255, description="Label value ignored by losses and metrics.")
+    image_size: tuple[int, int] | None = Field(
+        default=None, description="(height, width) every image is resized to before augmentation; None keeps sizes."
+    )
+    crop_size: tuple[int, int] | None = Field(
+        default=None, description="(height, width) of random training crops; val uses the full (resized) image."
+    )
+    split: SplitConfig = Field(default_factory=HoldoutSplit)
+    pseudo_labels: list[str] = Field(
+        default_factory=list,
+        description="Pseudo-label datasets (mask-folder format) added to the training set.",
+    )
+    fingerprint: str | None = Field(
+        default=None, description="Expected dataset fingerprint; a mismatch fails the run."
+    )
+
+    @field_validator("classes")
+    @classmethod
+    def _unique_classes(cls, v: list[str]) -> list[str]:
+        dupes = sorted({c for c in v if v.count(c) > 1})
+        if dupes:
+            raise ValueError(f"duplicate class names: {dupes}")
+        return v
+
+    @field_validator("image_size", "crop_size")
+    @classmethod
+    def _positive_multiple_of_32(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
+        if v is not None:
+            if min(v) <= 0:
+                raise ValueError(f"sizes must be positive, got {v}")
+            if any(s % 32 for s in v):
+                raise ValueError(f"sizes must be multiples of 32 for the encoders' strides, got {v}")
+        return v
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ---------------------------------------------------------------- model
+
+
+class ModelConfig(_Strict):
+    arch: str = "Unet"
+    encoder: str = "resnet18"
+    encoder_weights: str | None = Field(
+        default=None, description="'imagenet' etc. (downloads on first use), or None for random init."
+    )
+    encoder_weights_path: str | None = Field(
+        default=None, description="Local file of encoder weights (offline sites); overrides encoder_weights."
+    )
+    in_channels: int = Field(default=3, ge=1)
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Extra keyword arguments for the smp architecture."
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        if v not in _catalog.ARCHITECTURES:
+            raise ValueError(f"unknown architecture {v!r}; valid choices: {', '.join(_catalog.ARCHITECTURES)}")
+        return v
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, v: str) -> str:
+        if not _catalog.is_known_encoder(v):
+            stem = re.match(r"[a-z_]*", v.lower()).group(0)
+            close = [n for n in _catalog.encoder_names() if stem and n.startswith(stem)][:12]
+            hint = f" Similar: {', '.join(close)}." if close else ""
+            raise ValueError(
+                f"unknown encoder {v!r}; use an smp encoder name (see the catalog) or 'tu-<timm model>'.{hint}"
+            )
+        return v
+
+
+# ---------------------------------------------------------------- loss
+
+_TERM_RE = re.compile(r"^\s*(?:(\d*\.?\d+(?:e-?\d+)?)\s*\*\s*)?([a-z_]+)\s*$")
+
+
+class LossTerm(_Strict):
+    name: str
+    weight: float = Field(default=1.0, gt=0)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in _catalog.LOSSES:
+            raise ValueError(f"unknown loss {v!r}; valid choices: {', '.join(_catalog.LOSSES)}")
+        return v
+
+
+class LossConfig(_Strict):
+    """A weighted sum of loss terms. Accepts the string form ``"0.6*ce + 0.4*jaccard"``."""
+
+    terms: list[LossTerm] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _parse_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            return {"terms": parse_loss_expression(data)}
+        return data
+
+    def expression(self) -> str:
+        return " + ".join(f"{t.weight:g}*{t.name}" for t in self.terms)
+
+
+def parse_loss_expression(text: str) -> list[dict[str, Any]]:
+    """``"0.6*ce + 0.4*jaccard"`` -> ``[{"name": "ce", "weight": 0.6}, ...]``."""
+    terms = []
+    for part in text.split("+"):
+        m = _TERM_RE.match(part)
+        if not m:
+            raise ValueError(
+                f"cannot read loss term {part.strip()!r} in {text!r}; write e.g. '0.6*ce + 0.4*jaccard'"
+            )
+        weight, name = m.groups()
+        terms.append({"name": name, "weight": float(weight) if weight else 1.0})
+    return terms
+
+
+# ---------------------------------------------------------------- augmentation
+
+
+class TransformSpec(_Strict):
+    name: str = Field(description="An albumentations transform class name.")
+    params: dict[str, Any] = Field(default_factory=dict)
+    p: float = Field(default=0.5, ge=0, le=1)
+
+
+class MixingConfig(_Strict):
+    """Batch-level mixing. Probabilities are per batch; 0 disables."""
+
+    cutmix_p: float = Field(default=0.0, ge=0, le=1)
+    cutmix_alpha: float = Field(default=1.0, gt=0)
+    mixup_p: float = Field(default=0.0, ge=0, le=1)
+    mixup_alpha: float = Field(default=0.4, gt=0)
+    copy_paste_p: float = Field(default=0.0, ge=0, le=1, description="Chance to paste rare objects into an image.")
+    copy_paste_classes: list[str] = Field(
+        default_factory=list, description="Classes whose objects are pasted; empty = the rarest third."
+    )
+    copy_paste_max_objects: int = Field(default=3, ge=1)
+    copy_paste_bank_size: int = Field(default=256, ge=1)
+
+
+class AugmentationConfig(_Strict):
+    preset: str = Field(default="basic", description="A named preset; `transforms` are appended after it.")
+    transforms: list[TransformSpec] = Field(default_factory=list)
+    mixing: MixingConfig = Field(default_factory=MixingConfig)
+    normalize: Literal["imagenet", "unit"] = Field(
+        default="imagenet", description="imagenet mean/std, or plain scaling to [0, 1]."
+    )
+
+    @field_validator("preset")
+    @classmethod
+    def _known_preset(cls, v: str) -> str:
+        if v not in _catalog.AUGMENTATION_PRESETS:
+            raise ValueError(
+                f"unknown augmentation preset {v!r}; valid choices: {', '.join(_catalog.AUGMENTATION_PRESETS)}"
+            )
+        return v
+
+
+# ---------------------------------------------------------------- optimisation
+
+
+class OptimizerConfig(_Strict):
+    name: str = "adamw"
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    encoder_lr_mult: float = Field(default=1.0, gt=0, description="Encoder lr = lr x this (e.g. 0.1 for pretrained).")
+    lookahead: bool = False
+    lookahead_k: int = Field(default=5, ge=1)
+    lookahead_alpha: float = Field(default=0.5, gt=0, le=1)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in _catalog.OPTIMIZERS:
+            raise ValueError(f"unknown optimizer {v!r}; valid choices: {', '.join(_catalog.OPTIMIZERS)}")
+        return v
+
+
+class SchedulerConfig(_Strict):
+    name: str = "cosine"
+    warmup_epochs: float = Field(default=0.0, ge=0)
+    min_lr: float = Field(default=1e-6, ge=0)
+    restart_epochs: int = Field(default=10, ge=1)
+    restart_mult: int = Field(default=1, ge=1)
+    power: float = Field(default=0.9, gt=0)
+    factor: float = Field(default=0.5, gt=0, lt=1)
+    patience: int = Field(default=3, ge=0)
+    max_lr_factor: float = Field(default=10.0, gt=0)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in _catalog.SCHEDULERS:
+            raise ValueError(f"unknown scheduler {v!r}; valid choices: {', '.join(_catalog.SCHEDULERS)}")
+        return v
+
+
+class TrainingConfig(_Strict):
+    epochs: int = Field(default=20, ge=1)
+    batch_size: int = Field(default=8, ge=1)
+    accumulate: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
+    precision: Precision = Precision.AUTO
+    channels_last: bool | None = Field(default=None, description="None: on where it is faster (CPU, CUDA).")
+    ema_decay: float | None = Field(default=None, gt=0, lt=1, description="EMA of weights, e.g. 0.999.")
+    swa_start_epoch: int | None = Field(default=None, ge=1, description="Average weights from this epoch on.")
+    early_stopping_patience: int | None = Field(default=None, ge=1)
+    grad_clip: float | None = Field(default=None, gt=0)
+    seed: int = 0
+    num_workers: int = Field(default=0, ge=0)
+    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    steps_per_epoch: int | None = Field(default=None, ge=1, description="Cap on steps per epoch (quick trials).")
+    checkpoint_every: int = Field(default=1, ge=1, description="Save a resumable checkpoint every N epochs.")
+
+
+class EvaluationConfig(_Strict):
+    monitor: str = Field(default="miou", description="Metric that selects the best checkpoint.")
+    threshold: float = Field(default=0.5, gt=0, lt=1, description="Multilabel probability threshold.")
+    every: int = Field(default=1, ge=1, description="Validate every N epochs (and always at the last).")
+
+    @field_validator("monitor")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in _catalog.METRICS:
+            raise ValueError(f"unknown metric {v!r}; valid choices: {', '.join(_catalog.METRICS)}")
+        return v
+
+
+class ExperimentConfig(_Strict):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    name: str = Field(default="experiment", min_length=1, max_length=200)
+    data: DataConfig
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    loss: LossConfig = Field(default_factory=lambda: LossConfig(terms=[LossTerm(name="ce")]))
+    augmentation: AugmentationConfig = Field(default_factory=AugmentationConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    tags: list[str] = Field(default_factory=list)
+    note: str = ""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ExperimentConfig:
+        task = self.data.task.value
+        for term in self.loss.terms:
+            tasks = _catalog.LOSSES[term.name]["tasks"]
+            if task not in tasks:
+                raise ValueError(
+                    f"loss {term.name!r} is for {' or '.join(tasks)} tasks, not {task}; "
+                    f"choose from: {', '.join(n for n, m in _catalog.LOSSES.items() if task in m['tasks'])}"
+                )
+            if term.name == "weighted_ce":
+                w = term.params.get("weights")
+                if not isinstance(w, list) or len(w) != self.data.num_classes:
+                    raise ValueError(
+                        f"loss 'weighted_ce' needs params.weights with one weight per class "
+                        f"({self.data.num_classes}), got {w!r}"
+                    )
+        if self.data.task is TaskType.MULTILABEL and self.evaluation.monitor.startswith("miou"):
+            # allowed, but the standard for multilabel is dice; no error
+            pass
+        if self.model.arch in _catalog.VIT_ONLY_ARCHITECTURES and not self.model.encoder.startswith("tu-"):
+            raise ValueError(f"{self.model.arch} needs a transformer encoder such as 'tu-vit_tiny_patch16_224'")
+        missing = [c for c in self.augmentation.mixing.copy_paste_classes if c not in self.data.classes]
+        if missing:
+            raise ValueError(f"copy_paste_classes {missing} are not among the classes {self.data.classes}")
+        return self
+
+    # --------------------------------------------------------- round trips
+
+    def to_json(self) -> str:
+        return self.model_dump_json(indent=2)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
+
+
+def format_validation_error(err: ValidationError) -> str:
+    """One line per problem: ``field.path: message``."""
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (check the spelling; see the config reference)"
+        lines.append(f"{loc or '(config)'}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: dict[str, Any] | str) -> ExperimentConfig:
+    """Validate a dict (or a YAML/JSON string) into an :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: naming every invalid field and the valid choices.
+    """
+    if isinstance(data, str):
+        try:
+            data = yaml.safe_load(data)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"the config is not valid YAML/JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"a config must be a mapping of sections, got {type(data).__name__}")
+    try:
+        return ExperimentConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError("invalid experiment config:\n" + format_validation_error(exc)) from exc
+
+
+def load_config(path: str | Path) -> ExperimentConfig:
+    """Read a YAML or JSON config file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from exc
+    return parse_config(text)
+
+
+def dump_config(cfg: ExperimentConfig, path: str | Path) -> None:
+    """Write YAML (``.yaml``/``.yml``) or JSON, atomically."""
+    from segcore.io import atomic_write_text
+
+    p = Path(path)
+    text = cfg.to_yaml() if p.suffix in {".yaml", ".yml"} else cfg.to_json()
+    atomic_write_text(p, text)
+
+
+def _json_default(o: Any) -> Any:  # pragma: no cover - used by callers serialising configs
+    if isinstance(o, enum.Enum):
+        return o.value
+    raise TypeError(type(o).__name__)
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A stable short hash of the config's content (for de-duplication and lineage)."""
+    import hashlib
+
+    payload = json.dumps(cfg.to_dict(), sort_keys=True, default=_json_default)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
