@@ -1,0 +1,131 @@
+"""fit(): learning, checkpoints, resume equivalence, NaN detection, stopping, the command line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from segcore.checkpoint import load_checkpoint
+from segcore.errors import ConfigError, TrainingError
+from segcore.training import EpochReport, StopTraining, fit
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_fit_learns_well_above_chance(trained_run):
+    result = trained_run["result"]
+    assert result.status == "completed"
+    assert result.epochs_run == 6
+    # 4 classes: a model that predicts one class everywhere scores at most ~0.25 mIoU here
+    assert result.best_metrics["miou"] > 0.5, result.best_metrics
+    first = result.history[0].val["miou"]
+    assert result.best_metrics["miou"] > first
+    for key in ("miou", "miou_per_image", "dice", "dice_per_image", "pixel_accuracy", "loss", "per_class"):
+        assert key in result.best_metrics
+    lines = (trained_run["workdir"] / "metrics.jsonl").read_text().splitlines()
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6]
+
+
+def test_best_checkpoint_rebuilds_the_same_model(trained_run):
+    result = trained_run["result"]
+    ckpt = load_checkpoint(result.best_checkpoint)
+    assert ckpt.config == trained_run["config"]
+    assert ckpt.provenance["dataset_fingerprint"] == result.dataset_fingerprint
+    assert ckpt.provenance["epoch"] == result.best_epoch
+    assert "torch" in ckpt.provenance["versions"]
+    assert ckpt.metrics["miou"] == pytest.approx(result.best_metrics["miou"])
+    x = torch.rand(1, 3, 64, 64)
+    again = load_checkpoint(result.best_checkpoint)
+    assert torch.equal(ckpt.model(x), again.model(x))
+    last = load_checkpoint(result.last_checkpoint, with_train_state=True)
+    assert last.train_state["epoch"] == 6
+    assert "optimizer" in last.train_state and "rng" in last.train_state
+
+
+class _StopAfter:
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, report: EpochReport) -> None:
+        if report.epoch == self.epoch:
+            raise StopTraining("interrupted for the test")
+
+
+def test_resumed_run_matches_uninterrupted_run(tiny_config, tmp_path):
+    cfg = tiny_config(training={"epochs": 4, "batch_size": 8, "seed": 3})
+    straight = fit(cfg, tmp_path / "straight", write_val_store=False)
+
+    first = fit(cfg, tmp_path / "resumed", callbacks=[_StopAfter(2)], write_val_store=False)
+    assert first.status == "stopped" and first.epochs_run == 2
+    second = fit(cfg, tmp_path / "resumed", resume=True, write_val_store=False)
+    assert second.status == "completed"
+    assert [r.epoch for r in second.history] == [3, 4]
+
+    a, b = straight.last_metrics, second.last_metrics
+    for key in ("miou", "miou_per_image", "dice", "loss"):
+        assert a[key] == pytest.approx(b[key], abs=1e-4), key
+    wa = load_checkpoint(straight.last_checkpoint).model.state_dict()
+    wb = load_checkpoint(second.last_checkpoint).model.state_dict()
+    for k in wa:
+        assert torch.allclose(wa[k].float(), wb[k].float(), atol=1e-4), k
+
+
+def test_nan_loss_fails_within_the_first_epoch(tiny_config, tmp_path):
+    cfg = tiny_config(optimizer={"name": "sgd", "lr": 1e30, "momentum": 0.0}, training={"epochs": 3, "batch_size": 4})
+    with pytest.raises(TrainingError, match=r"epoch 1, step \d+.*lower optimizer.lr"):
+        fit(cfg, tmp_path / "nan")
+
+
+def test_callback_stop_is_reported(tiny_config, tmp_path):
+    seen = []
+
+    class Cancel:
+        def on_step(self, report):
+            seen.append(report)
+            if report.step == 2:
+                raise StopTraining("cancelled by alice")
+
+    result = fit(tiny_config(), tmp_path / "stop", callbacks=[Cancel()])
+    assert result.status == "stopped" and result.stop_reason == "cancelled by alice"
+    assert len(seen) == 2 and result.epochs_run == 0 and result.val_store is None
+
+
+def test_early_stopping_and_averaging_options(tiny_config, tmp_path):
+    cfg = tiny_config(
+        training={"epochs": 4, "batch_size": 8, "ema_decay": 0.9, "swa_start_epoch": 2, "early_stopping_patience": 1},
+        evaluation={"monitor": "loss"},
+    )
+    result = fit(cfg, tmp_path / "avg", write_val_store=False)
+    assert result.status in {"completed", "early_stopped"}
+    assert all(math.isfinite(r.train_loss) for r in result.history)
+
+
+def test_fp16_on_cpu_is_refused_with_a_fix(tiny_config, tmp_path):
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        fit(tiny_config(training={"epochs": 1, "precision": "fp16", "device": "cpu"}), tmp_path / "x")
+
+
+def test_command_line_trains_and_reports(tiny_config, tmp_path):
+    cfg_path = tmp_path / "cfg.yaml"
+    cfg_path.write_text(tiny_config().to_yaml())
+    proc = subprocess.run(
+        [sys.executable, "-m", "segcore", "train", str(cfg_path), "--workdir", str(tmp_path / "run"),
+         "--set", "training.epochs=1"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["status"] == "completed" and summary["epochs_run"] == 1
+    assert "epoch 1/1" in proc.stderr and "img/s" in proc.stderr
+
+    bad = subprocess.run(
+        [sys.executable, "-m", "segcore", "train", str(cfg_path), "--set", "model.arch=Unet3D"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert bad.returncode == 2
+    assert "model.arch" in bad.stderr and "UnetPlusPlus" in bad.stderr and "Traceback" not in bad.stderr
