@@ -1,0 +1,32 @@
+"""Exception types raised by the worker's service layer.
+
+The web app and the CLI catch :class:`ServiceError` and show its message; every message says
+what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ServiceError", "NotFound", "InvalidInput", "Conflict"]
+
+
+class ServiceError(Exception):
+    """Base class of every error the service layer raises on purpose."""
+
+
+class NotFound(ServiceError, LookupError):
+    """The requested object does not exist (or no longer exists)."""
+
+    def __init__(self, kind: str, object_id: object, hint: str = "") -> None:
+        self.kind = kind
+        self.object_id = object_id
+        message = f"{kind} {object_id!r} does not exist"
+        message += f"; {hint}" if hint else "; it may have been deleted, reload the list and pick another"
+        super().__init__(message)
+
+
+class InvalidInput(ServiceError, ValueError):
+    """An argument is invalid; the message names it and the values that are accepted."""
+
+
+class Conflict(ServiceError):
+    """The request clashes with what is stored (a duplicate name, a state that forbids it)."""

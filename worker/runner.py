@@ -1,0 +1,452 @@
+"""Executes one run on this process's device: claim, train with progress callbacks, record the end.
+
+The run's folder is ``<artifact_root>/runs/<run_id>/`` (the layout :func:`segcore.training.fit`
+writes). A run that has ``checkpoints/last`` there resumes from it, whoever started it before.
+
+While training, a heartbeat thread renews the claim's lease every ``heartbeat_s``; the step
+callback looks at the database at most once a second for a cancel request, and stops training
+(:class:`~segcore.training.StopTraining`) on a cancel, on a lost lease, or when the worker process
+is asked to shut down (the run then goes back to the queue and resumes later).
+
+Example:
+    >>> ctx = WorkerContext.create(settings, worker_name="box1/cpu", device="cpu")
+    >>> execute_run(ctx, run_id=7)
+    <RunOutcome.SUCCEEDED: 'succeeded'>
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import os
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.db.models import LogLevel, Run
+from worker.db.session import make_engine, make_session_factory, session_scope
+from worker.services import lifecycle, workers
+from worker.services.lifecycle import ClaimToken, LeaseState
+from worker.settings import Settings
+
+__all__ = ["RunOutcome", "WorkerContext", "LeaseKeeper", "execute_run", "run_dir", "describe_error"]
+
+log = logging.getLogger(__name__)
+
+# How often the step callback may query the database for a cancel request.
+CANCEL_POLL_S = 1.0
+# How often the step callback may write live progress (images/s, ETA) between epochs.
+PROGRESS_WRITE_S = 5.0
+# A training that has not reached a step this long after a cancel (or a shutdown) is stuck (a
+# hung data loader, one enormous step): the run is marked and its process ended.
+STOP_GRACE_S = 60.0
+
+
+class RunOutcome(str, enum.Enum):
+    """What :func:`execute_run` did."""
+
+    SKIPPED = "skipped"  # not claimable: already claimed, finished or cancelled (a second delivery)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # the worker shut down; the run is queued again
+    LOST = "lost"  # the lease expired and the run was given to another worker
+
+
+@dataclasses.dataclass
+class WorkerContext:
+    """What one worker process needs to execute runs: settings, database, its name and device.
+
+    Attributes:
+        worker_name: This process's name in the workers table and on the runs it claims.
+        device: The device shown in the database (``cuda:1``, ``cpu``).
+        fit_device: The device passed to ``fit`` (``cuda`` when ``CUDA_VISIBLE_DEVICES`` pins it).
+        shutdown: Set when the process should stop; a run in progress is released.
+        current_id: The run or job being executed, for the workers table.
+        on_stuck: Called (from the heartbeat thread) when a training has not stopped within
+            ``STOP_GRACE_S`` of a cancel or shutdown, after the run was marked; a pool child ends
+            its process there. None (in-process use) only logs it.
+    """
+
+    settings: Settings
+    factory: sessionmaker[Session]
+    worker_name: str
+    device: str
+    fit_device: str
+    shutdown: threading.Event = dataclasses.field(default_factory=threading.Event)
+    current_id: int | None = None
+    current_kind: str = "run"
+    on_stuck: Callable[[], None] | None = None
+
+    @classmethod
+    def create(
+        cls, settings: Settings, *, worker_name: str, device: str, fit_device: str | None = None
+    ) -> WorkerContext:
+        """A context with its own engine (build it after forking, never before)."""
+        engine = make_engine(settings)
+        return cls(
+            settings=settings,
+            factory=make_session_factory(engine),
+            worker_name=worker_name,
+            device=device,
+            fit_device=fit_device or device,
+        )
+
+
+def run_dir(settings: Settings, run_id: int) -> Path:
+    """``<artifact_root>/runs/<run_id>``: the run folder that ``fit`` writes.
+
+    Raises:
+        ValueError: the artifact root is not a local folder.
+    """
+    if not settings.artifact_root_is_local:
+        raise ValueError(
+            f"artifact_root {settings.artifact_root!r} is not a local folder; training writes its run "
+            "folder locally: mount the shared storage (NFS, s3fs) and set SEGBOARD_ARTIFACT_ROOT to its path"
+        )
+    root = str(settings.artifact_root).removeprefix("file://")
+    return Path(root) / "runs" / str(run_id)
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews a claim's lease every ``heartbeat_s`` until stopped; remembers what it found.
+
+    A heartbeat that cannot reach the database is retried; once the lease would have expired
+    without a renewal, the claim is treated as lost (another worker may take the run).
+    """
+
+    def __init__(self, ctx: WorkerContext, token: ClaimToken, *, stop_grace_s: float = STOP_GRACE_S) -> None:
+        super().__init__(name=f"lease-{token.kind}-{token.object_id}", daemon=True)
+        self.ctx = ctx
+        self.token = token
+        self.state = LeaseState.HELD
+        self.stop_grace_s = stop_grace_s
+        self._halt = threading.Event()
+        self._renewed = time.monotonic()
+        self._stop_asked: float | None = None
+
+    def beat(self) -> LeaseState:
+        """One heartbeat now (also called by the step callback)."""
+        settings = self.ctx.settings
+        try:
+            with session_scope(self.ctx.factory) as s:
+                fn = lifecycle.heartbeat if self.token.kind == "run" else lifecycle.heartbeat_job
+                state = fn(s, token=self.token, lease_s=settings.lease_s)
+            self._renewed = time.monotonic()
+            if self.state is not LeaseState.LOST:
+                self.state = state
+        except Exception as exc:  # noqa: BLE001 - the database may be briefly away; retry next beat
+            log.warning("heartbeat of %s %s failed: %s", self.token.kind, self.token.object_id, exc)
+            if time.monotonic() - self._renewed > settings.lease_s:
+                self.state = LeaseState.LOST
+        return self.state
+
+    def run(self) -> None:
+        while not self._halt.wait(self.ctx.settings.heartbeat_s):
+            state = self.beat()
+            if state is LeaseState.LOST:
+                return
+            if state is LeaseState.CANCEL_REQUESTED or self.ctx.shutdown.is_set():
+                self._stop_asked = self._stop_asked or time.monotonic()
+                if time.monotonic() - self._stop_asked > self.stop_grace_s:
+                    self._end_stuck(cancel=state is LeaseState.CANCEL_REQUESTED)
+                    return
+
+    def _end_stuck(self, *, cancel: bool) -> None:
+        """The training ignored a stop for ``stop_grace_s``: mark the run, then end the process."""
+        reason = f"the training did not reach its next step within {self.stop_grace_s:g} s; its process was ended"
+        try:
+            with session_scope(self.ctx.factory) as s:
+                if cancel:
+                    lifecycle.mark_cancelled(s, token=self.token, reason=reason)
+                else:
+                    lifecycle.release(s, token=self.token, reason=reason)
+        except Exception as exc:  # noqa: BLE001 - the reaper settles it from the expired lease
+            log.warning("cannot mark stuck %s %s: %s", self.token.kind, self.token.object_id, exc)
+        log.error("%s %s: %s", self.token.kind, self.token.object_id, reason)
+        self.state = LeaseState.LOST
+        if self.ctx.on_stuck is not None:
+            self.ctx.on_stuck()
+
+    def stop(self) -> None:
+        """Stop beating (the claim's last write follows)."""
+        self._halt.set()
+        self.join(timeout=self.ctx.settings.heartbeat_s + 5)
+
+
+class _Stop(enum.Enum):
+    CANCEL = "cancelled by request"
+    LOST = "lease lost: another worker took the run over"
+    SHUTDOWN = "worker shutting down"
+
+
+class _Progress:
+    """The callbacks ``fit`` calls: progress into the database, and the reasons to stop."""
+
+    def __init__(self, ctx: WorkerContext, token: ClaimToken, keeper: LeaseKeeper, monitor: str) -> None:
+        from segcore.training import StopTraining
+
+        self._StopTraining = StopTraining
+        self.ctx = ctx
+        self.token = token
+        self.keeper = keeper
+        self.monitor = monitor
+        self.stop_reason: _Stop | None = None
+        self._last_poll = 0.0
+        self._last_progress = 0.0
+        self.epochs: int | None = None
+
+    # -- helpers
+    def _write(self, fn: Any, **kwargs: Any) -> Any:
+        with session_scope(self.ctx.factory) as s:
+            return fn(s, token=self.token, **kwargs)
+
+    def _stop(self, reason: _Stop) -> None:
+        self.stop_reason = reason
+        raise self._StopTraining(reason.value)
+
+    def _check(self, *, poll: bool) -> None:
+        if self.ctx.shutdown.is_set():
+            self._stop(_Stop.SHUTDOWN)
+        state = self.keeper.state
+        if poll and state is LeaseState.HELD:
+            state = self.keeper.beat()
+        if state is LeaseState.LOST:
+            self._stop(_Stop.LOST)
+        if state is LeaseState.CANCEL_REQUESTED:
+            self._stop(_Stop.CANCEL)
+
+    # -- segcore callback methods
+    def on_train_start(self, info: dict[str, Any]) -> None:
+        self.epochs = int(info.get("epochs") or 0) or None
+        start = int(info.get("start_epoch") or 1)
+        self._write(lifecycle.record_progress, current_epoch=start - 1, total_epochs=self.epochs)
+        with session_scope(self.ctx.factory) as s:
+            lifecycle.record_log(
+                s,
+                run_id=self.token.object_id,
+                message=(
+                    f"training on {info.get('device')} from epoch {start} of {info.get('epochs')} "
+                    f"({info.get('num_train')} train / {info.get('num_val')} val images, "
+                    f"{info.get('steps_per_epoch')} steps per epoch)"
+                ),
+            )
+        self._check(poll=True)
+
+    def on_step(self, report: Any) -> None:
+        now = time.monotonic()
+        poll = now - self._last_poll >= CANCEL_POLL_S
+        if poll:
+            self._last_poll = now
+        self._check(poll=poll)
+        if now - self._last_progress >= PROGRESS_WRITE_S:
+            self._last_progress = now
+            ok = self._write(
+                lifecycle.record_progress,
+                current_epoch=max(0, int(report.epoch) - 1),
+                images_per_s=getattr(report, "images_per_s", None),
+            )
+            if not ok:
+                self._stop(_Stop.LOST)
+
+    def on_epoch_end(self, report: Any) -> None:
+        ok = self._write(
+            lifecycle.record_epoch,
+            epoch=int(report.epoch),
+            epochs=int(report.epochs),
+            train_loss=report.train_loss,
+            lr=report.lr,
+            images_per_s=report.images_per_s,
+            eta_s=report.eta_s,
+            val=report.val,
+            is_best=bool(report.is_best),
+            monitor=self.monitor,
+        )
+        if not ok:
+            self._stop(_Stop.LOST)
+        self._check(poll=False)
+
+    def on_checkpoint(self, path: Path, best: bool) -> None:
+        if not best:
+            self._write(lifecycle.record_checkpoint, checkpoint_dir=str(path))
+
+    def on_log(self, line: str) -> None:
+        with session_scope(self.ctx.factory) as s:
+            lifecycle.record_log(s, run_id=self.token.object_id, message=str(line))
+
+
+def describe_error(exc: BaseException) -> str:
+    """One line that says what went wrong (and, for expected errors, how to fix it)."""
+    from segcore.errors import SegcoreError
+
+    from worker.errors import ServiceError
+
+    if isinstance(exc, ServiceError):
+        return str(exc)
+    if isinstance(exc, SegcoreError):
+        kind = {
+            "TrainingError": "training failed",
+            "DatasetError": "dataset problem",
+            "ConfigError": "config problem",
+            "CheckpointError": "checkpoint problem",
+        }.get(type(exc).__name__, "error")
+        return f"{kind}: {exc}"
+    if isinstance(exc, MemoryError):
+        return "out of memory: lower training.batch_size or data.image_size/crop_size"
+    text = str(exc)
+    if "out of memory" in text.lower():
+        return f"out of GPU memory ({text.splitlines()[0]}): lower training.batch_size or the image size"
+    return f"unexpected {type(exc).__name__}: {text} (the run log has the traceback; please report it)"
+
+
+def execute_run(ctx: WorkerContext, *, run_id: int) -> RunOutcome:
+    """Claim run ``run_id`` and train it to its end; safe to call for any delivery of its message.
+
+    Returns:
+        What happened; a run that is not claimable is ``SKIPPED`` without any change.
+    """
+    settings = ctx.settings
+    workdir = run_dir(settings, run_id)  # refuses an unusable artifact root before claiming anything
+    with session_scope(ctx.factory) as s:
+        token = lifecycle.claim_run(
+            s, run_id=run_id, worker_name=ctx.worker_name, device=ctx.device, lease_s=settings.lease_s
+        )
+        if token is None:
+            return RunOutcome.SKIPPED
+        run = s.get(Run, run_id)
+        assert run is not None
+        config_data = dict(run.config)
+        attempt = run.attempt
+        run.artifact_dir = str(workdir)
+
+    ctx.current_id, ctx.current_kind = run_id, "run"
+    try:
+        with session_scope(ctx.factory) as s:
+            workers.touch_worker(s, name=ctx.worker_name, current_run_id=run_id)
+    except Exception as exc:  # noqa: BLE001 - the workers table is informative only
+        log.warning("cannot update worker %s: %s", ctx.worker_name, exc)
+    keeper = LeaseKeeper(ctx, token)
+    keeper.start()
+    try:
+        return _train(ctx, token, config_data, workdir, keeper, attempt)
+    finally:
+        keeper.stop()
+        ctx.current_id = None
+        try:
+            with session_scope(ctx.factory) as s:
+                workers.touch_worker(s, name=ctx.worker_name, current_run_id=None)
+        except Exception as exc:  # noqa: BLE001 - the workers table is informative only
+            log.warning("cannot update worker %s: %s", ctx.worker_name, exc)
+
+
+def _train(
+    ctx: WorkerContext, token: ClaimToken, config_data: dict[str, Any], workdir: Path, keeper: LeaseKeeper, attempt: int
+) -> RunOutcome:
+    settings = ctx.settings
+    progress: _Progress | None = None
+    try:
+        from segcore.config import parse_config
+        from segcore.training import fit
+
+        config = parse_config(config_data)
+        progress = _Progress(ctx, token, keeper, config.evaluation.monitor)
+        resume = (workdir / "checkpoints" / "last").is_dir()
+        with session_scope(ctx.factory) as s:
+            lifecycle.record_log(
+                s,
+                run_id=token.object_id,
+                message=f"attempt {attempt}: {'resuming from ' + str(workdir / 'checkpoints' / 'last') if resume else 'starting'} "
+                f"in {workdir} (pid {os.getpid()})",
+            )
+        result = fit(
+            config,
+            workdir,
+            dataset_root=settings.dataset_root,
+            callbacks=[progress],
+            resume=resume,
+            device=ctx.fit_device,
+        )
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised if fatal
+        if progress is not None and progress.stop_reason is not None and type(exc).__name__ == "StopTraining":
+            return _stopped(ctx, token, progress.stop_reason)
+        if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            # the process is being stopped: not the run's fault, give it back to the queue
+            with session_scope(ctx.factory) as s:
+                lifecycle.release(s, token=token, reason=f"worker process stopped ({type(exc).__name__})")
+            raise
+        message = describe_error(exc)
+        with session_scope(ctx.factory) as s:
+            if not lifecycle.fail_run(s, token=token, error_message=message):
+                return RunOutcome.LOST
+            from segcore.errors import SegcoreError
+
+            if not isinstance(exc, SegcoreError):
+                lifecycle.record_log(
+                    s, run_id=token.object_id, level=LogLevel.ERROR, message="".join(traceback.format_exception(exc))
+                )
+        if not isinstance(exc, Exception):
+            raise
+        return RunOutcome.FAILED
+
+    if result.status == "stopped":
+        reason = progress.stop_reason if progress is not None else None
+        return _stopped(ctx, token, reason or _Stop.CANCEL)
+    with session_scope(ctx.factory) as s:
+        ok = lifecycle.finish_run(
+            s,
+            token=token,
+            best_metrics=result.best_metrics,
+            monitor=config.evaluation.monitor,
+            checkpoint_dir=str(result.best_checkpoint) if result.best_checkpoint else None,
+            val_store=str(result.val_store) if result.val_store else None,
+            dataset_fingerprint=result.dataset_fingerprint,
+            images_per_s=result.images_per_s,
+            epochs_run=result.epochs_run,
+        )
+    if ok:
+        _update_group_oof(ctx, token.object_id)
+    return RunOutcome.SUCCEEDED if ok else RunOutcome.LOST
+
+
+def _update_group_oof(ctx: WorkerContext, run_id: int) -> None:
+    """When this run was its group's last one to end, assemble and score the group's OOF store."""
+    from worker.services import groups
+
+    try:
+        with session_scope(ctx.factory) as s:
+            run = s.get(Run, run_id)
+            if run is None or run.group_id is None:
+                return
+            group = groups.build_group_oof(
+                s, actor=None, group_id=run.group_id, artifact_root=str(ctx.settings.artifact_root),
+                dataset_root=ctx.settings.dataset_root,
+            )
+            if group is not None:
+                lifecycle.record_log(
+                    s, run_id=run_id,
+                    message=f"group {group.id}: out-of-fold store of {len(group.oof_metrics.get('members', []))} "
+                    f"runs scored {group.monitor_metric}={group.oof_score}",
+                )
+    except Exception as exc:  # noqa: BLE001 - the run itself succeeded; record why the OOF store is missing
+        log.warning("group OOF for run %s failed: %s", run_id, exc)
+        with session_scope(ctx.factory) as s:
+            lifecycle.record_log(s, run_id=run_id, level=LogLevel.WARNING,
+                                 message=f"could not build the group's out-of-fold store: {exc}")
+
+
+def _stopped(ctx: WorkerContext, token: ClaimToken, reason: _Stop) -> RunOutcome:
+    if reason is _Stop.LOST:
+        log.warning("run %s: %s", token.object_id, reason.value)
+        return RunOutcome.LOST
+    with session_scope(ctx.factory) as s:
+        if reason is _Stop.SHUTDOWN:
+            ok = lifecycle.release(s, token=token, reason=reason.value)
+            return RunOutcome.RELEASED if ok else RunOutcome.LOST
+        ok = lifecycle.mark_cancelled(s, token=token, reason="stopped at the next training step")
+        return RunOutcome.CANCELLED if ok else RunOutcome.LOST

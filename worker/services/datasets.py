@@ -1,0 +1,167 @@
+"""Datasets: registered once, after validation, with their fingerprint and EDA statistics."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import TypeAdapter, ValidationError
+from sqlalchemy.orm import Session
+
+from segcore.config import DatasetSource, TaskType, format_validation_error
+from segcore.errors import DatasetError
+from worker.db.models import Dataset, TaskKind
+from worker.errors import Conflict, InvalidInput, NotFound
+from worker.schemas import DatasetRead
+from worker.services._common import check_actor, get_or_raise
+from worker.services.audit import record_event
+
+__all__ = [
+    "register_dataset",
+    "get_dataset",
+    "get_dataset_by_name",
+    "list_datasets",
+    "set_dataset_statistics",
+]
+
+_SOURCE = TypeAdapter(DatasetSource)
+
+
+def _parse_source(source: Any) -> Any:
+    if hasattr(source, "model_dump"):
+        source = source.model_dump(mode="json")
+    try:
+        return _SOURCE.validate_python(source)
+    except ValidationError as exc:
+        raise InvalidInput("invalid dataset source:\n" + format_validation_error(exc)) from exc
+
+
+def register_dataset(
+    session: Session,
+    *,
+    actor: int | None,
+    name: str,
+    source: Any,
+    classes: Sequence[str] | None = None,
+    task: TaskType | str = TaskType.MULTICLASS,
+    ignore_index: int = 255,
+    dataset_root: str | Path | None = None,
+    check_pixels: bool = True,
+) -> DatasetRead:
+    """Validate a dataset on disk and register it; an invalid dataset is refused whole.
+
+    Args:
+        actor: The acting member.
+        name: A unique name shown in the UI.
+        source: A segcore ``DatasetSource`` (or its dict form).
+        classes: Class names in index order; None takes the ones the validator derives.
+        task: ``multiclass`` or ``multilabel``.
+        ignore_index: Label value of unlabelled pixels.
+        dataset_root: Folder a relative ``source.root`` is resolved against (the settings' one).
+        check_pixels: Decode every image and mask (slower, finds truncated files).
+
+    Raises:
+        InvalidInput: the source, task or name is invalid, or validation found errors (all listed).
+        Conflict: the name is taken.
+    """
+    from segcore.data.formats import open_dataset
+    from segcore.data.validation import validate_dataset
+
+    check_actor(session, actor)
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("a dataset needs a name; type one")
+    try:
+        task = TaskType(task)
+    except ValueError:
+        raise InvalidInput(f"unknown task {task!r}; use 'multiclass' or 'multilabel'") from None
+    src = _parse_source(source)
+    if session.scalar(sa.select(Dataset.id).where(Dataset.name == name)) is not None:
+        raise Conflict(f"a dataset named {name!r} is registered already; choose another name")
+    report = validate_dataset(
+        src,
+        classes=list(classes) if classes is not None else None,
+        task=task,
+        ignore_index=ignore_index,
+        dataset_root=dataset_root,
+        check_pixels=check_pixels,
+    )
+    if not report.ok:
+        raise InvalidInput(
+            "the dataset was not registered; fix these problems and register it again:\n" + report.summary()
+        )
+    final_classes = list(classes) if classes is not None else list(report.classes)
+    if not final_classes:
+        raise InvalidInput("the dataset's classes could not be derived from the data; list them in `classes`")
+    try:
+        fingerprint = open_dataset(
+            src, classes=final_classes, task=task, ignore_index=ignore_index, dataset_root=dataset_root
+        ).fingerprint()
+    except DatasetError as exc:
+        raise InvalidInput(f"the dataset passed validation but cannot be opened: {exc}") from exc
+    ds = Dataset(
+        name=name,
+        source=src.model_dump(mode="json"),
+        classes=final_classes,
+        task=TaskKind(task.value),
+        ignore_index=ignore_index,
+        fingerprint=fingerprint,
+        report=report.model_dump(mode="json"),
+        created_by=actor,
+    )
+    session.add(ds)
+    session.flush()
+    record_event(
+        session, actor=actor, action="dataset.register", object_kind="dataset", object_id=ds.id,
+        detail={"name": name, "format": src.format, "num_images": report.num_images, "fingerprint": fingerprint},
+    )
+    return DatasetRead.model_validate(ds)
+
+
+def get_dataset(session: Session, *, dataset_id: int) -> DatasetRead:
+    """One dataset.
+
+    Raises:
+        NotFound: no dataset has this id.
+    """
+    return DatasetRead.model_validate(get_or_raise(session, Dataset, dataset_id, "dataset"))
+
+
+def get_dataset_by_name(session: Session, *, name: str) -> DatasetRead:
+    """The dataset called ``name``.
+
+    Raises:
+        NotFound: none is registered under this name.
+    """
+    ds = session.scalar(sa.select(Dataset).where(Dataset.name == name))
+    if ds is None:
+        raise NotFound("dataset", name, "register it on the Datasets page first")
+    return DatasetRead.model_validate(ds)
+
+
+def list_datasets(session: Session) -> list[DatasetRead]:
+    """Every registered dataset, by name."""
+    return [DatasetRead.model_validate(d) for d in session.scalars(sa.select(Dataset).order_by(Dataset.name))]
+
+
+def set_dataset_statistics(
+    session: Session, *, actor: int | None, dataset_id: int, statistics: dict[str, Any]
+) -> DatasetRead:
+    """Store the EDA statistics (``segcore.data.statistics`` dump) of a dataset.
+
+    Raises:
+        InvalidInput: ``statistics`` is not a mapping.
+        NotFound: no such dataset.
+    """
+    check_actor(session, actor)
+    if hasattr(statistics, "model_dump"):
+        statistics = statistics.model_dump(mode="json")
+    if not isinstance(statistics, dict):
+        raise InvalidInput(f"statistics must be a mapping, got {type(statistics).__name__}")
+    ds = get_or_raise(session, Dataset, dataset_id, "dataset")
+    ds.statistics = statistics
+    session.flush()
+    record_event(session, actor=actor, action="dataset.set_statistics", object_kind="dataset", object_id=ds.id)
+    return DatasetRead.model_validate(ds)

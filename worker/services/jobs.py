@@ -1,0 +1,96 @@
+"""Non-training jobs (predict, evaluate, ensemble, pseudo, dataset import, submission): create and read.
+
+Claiming and finishing jobs is in :mod:`worker.services.lifecycle`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from worker.db.base import utcnow
+from worker.db.models import Job, JobKind, RunStatus
+from worker.errors import InvalidInput
+from worker.schemas import JobRead
+from worker.services._common import check_actor, get_or_raise
+from worker.services.audit import record_event
+
+__all__ = ["create_job", "get_job", "list_jobs"]
+
+
+def create_job(
+    session: Session,
+    *,
+    actor: int | None,
+    kind: JobKind | str,
+    target: dict[str, Any],
+    params: dict[str, Any] | None = None,
+    priority: int = 0,
+) -> JobRead:
+    """Queue a job (status ``queued``); the caller commits, then publishes ``job.id``.
+
+    Args:
+        kind: What to run.
+        target: The ids it works on, e.g. ``{"run_ids": [3, 4]}`` or ``{"ensemble_id": 2}``.
+        params: Task options (TTA policy, submission format...).
+
+    Raises:
+        InvalidInput: unknown kind, or target/params that are not mappings.
+    """
+    check_actor(session, actor)
+    try:
+        kind = JobKind(kind)
+    except ValueError:
+        raise InvalidInput(f"unknown job kind {kind!r}; use {', '.join(k.value for k in JobKind)}") from None
+    if not isinstance(target, dict) or not target:
+        raise InvalidInput("a job's target must be a non-empty mapping of ids, e.g. {'run_ids': [3]}")
+    if params is not None and not isinstance(params, dict):
+        raise InvalidInput("a job's params must be a mapping")
+    if isinstance(priority, bool) or not isinstance(priority, int):
+        raise InvalidInput(f"priority must be an integer, got {priority!r}")
+    job = Job(kind=kind, target=target, params=params or {}, priority=priority, status=RunStatus.QUEUED,
+              queued_at=utcnow(), created_by=actor)
+    session.add(job)
+    session.flush()
+    record_event(session, actor=actor, action="job.create", object_kind="job", object_id=job.id,
+                 detail={"kind": kind.value, "target": target})
+    return JobRead.model_validate(job)
+
+
+def get_job(session: Session, *, job_id: int) -> JobRead:
+    """One job.
+
+    Raises:
+        NotFound: no such job.
+    """
+    return JobRead.model_validate(get_or_raise(session, Job, job_id, "job"))
+
+
+def list_jobs(
+    session: Session,
+    *,
+    status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+    kind: JobKind | str | None = None,
+    limit: int = 100,
+) -> list[JobRead]:
+    """Jobs, newest first.
+
+    Raises:
+        InvalidInput: unknown status or kind.
+    """
+    q = sa.select(Job)
+    if status is not None:
+        items = [status] if isinstance(status, (str, RunStatus)) else list(status)
+        try:
+            q = q.where(Job.status.in_([RunStatus(s) for s in items]))
+        except ValueError:
+            raise InvalidInput(f"unknown status in {items!r}") from None
+    if kind is not None:
+        try:
+            q = q.where(Job.kind == JobKind(kind))
+        except ValueError:
+            raise InvalidInput(f"unknown job kind {kind!r}") from None
+    return [JobRead.model_validate(j) for j in session.scalars(q.order_by(Job.id.desc()).limit(limit))]

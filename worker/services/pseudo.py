@@ -1,0 +1,171 @@
+"""Pseudo-label rounds: a teacher, thresholds, the produced dataset and the student runs trained on it.
+
+Student runs are created with ``create_experiment(..., pseudo_round_id=round.id)``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from worker.db.models import Dataset, PseudoRound, Run, RunStatus, SourceKind, Submission
+from worker.errors import InvalidInput
+from worker.schemas import PseudoParams, PseudoRoundRead
+from worker.services._common import check_actor, get_or_raise
+from worker.services.audit import record_event
+from worker.services.ensembles import source_dataset_id
+
+__all__ = ["create_pseudo_round", "set_pseudo_round_result", "get_pseudo_round", "list_pseudo_rounds", "lineage"]
+
+
+def create_pseudo_round(
+    session: Session,
+    *,
+    actor: int | None,
+    name: str,
+    teacher_kind: SourceKind | str,
+    teacher_id: int,
+    params: PseudoParams | dict[str, Any] | None = None,
+    report: dict[str, Any] | None = None,
+    parent_round_id: int | None = None,
+) -> PseudoRoundRead:
+    """Record a pseudo-label round (its dataset is produced by a queued job).
+
+    Args:
+        teacher_kind: ``run``, ``group`` or ``ensemble``.
+        params: Pixel and image thresholds, image limit, per-class thresholds.
+        report: The preview report shown when the round was set up.
+        parent_round_id: The previous round when this one's teacher was a student of it.
+
+    Raises:
+        InvalidInput: unknown teacher kind or invalid thresholds.
+        NotFound: the teacher or parent round does not exist.
+    """
+    check_actor(session, actor)
+    name = (name or "").strip()
+    if not name:
+        raise InvalidInput("a pseudo-label round needs a name; type one")
+    try:
+        teacher_kind = SourceKind(teacher_kind)
+    except ValueError:
+        raise InvalidInput(f"unknown teacher kind {teacher_kind!r}; use run, group or ensemble") from None
+    try:
+        parsed = params if isinstance(params, PseudoParams) else PseudoParams.model_validate(params or {})
+    except ValidationError as exc:
+        raise InvalidInput(f"invalid pseudo-label thresholds: {exc}") from exc
+    source_dataset = source_dataset_id(session, teacher_kind, teacher_id)
+    if parent_round_id is not None:
+        get_or_raise(session, PseudoRound, parent_round_id, "pseudo-label round")
+    rnd = PseudoRound(
+        name=name, teacher_kind=teacher_kind, teacher_id=teacher_id, params=parsed.model_dump(mode="json"),
+        report=report, source_dataset_id=source_dataset, parent_round_id=parent_round_id, created_by=actor,
+    )
+    session.add(rnd)
+    session.flush()
+    record_event(session, actor=actor, action="pseudo.create", object_kind="pseudo_round", object_id=rnd.id,
+                 detail={"teacher": f"{teacher_kind.value}:{teacher_id}", "params": rnd.params})
+    return _reads(session, [rnd])[0]
+
+
+def set_pseudo_round_result(
+    session: Session,
+    *,
+    actor: int | None,
+    round_id: int,
+    status: RunStatus | str | None = None,
+    report: dict[str, Any] | None = None,
+    dataset_id: int | None = None,
+) -> PseudoRoundRead:
+    """Record what the round's job produced: its report and the pseudo-labelled dataset.
+
+    Raises:
+        InvalidInput: unknown status.
+        NotFound: no such round or dataset.
+    """
+    check_actor(session, actor)
+    rnd = get_or_raise(session, PseudoRound, round_id, "pseudo-label round")
+    detail: dict[str, Any] = {}
+    if status is not None:
+        try:
+            rnd.status = RunStatus(status)
+        except ValueError:
+            raise InvalidInput(f"unknown status {status!r}; use {', '.join(s.value for s in RunStatus)}") from None
+        detail["status"] = rnd.status.value
+    if report is not None:
+        rnd.report = report
+    if dataset_id is not None:
+        get_or_raise(session, Dataset, dataset_id, "dataset")
+        rnd.dataset_id = detail["dataset_id"] = dataset_id
+    session.flush()
+    record_event(session, actor=actor, action="pseudo.set_result", object_kind="pseudo_round", object_id=rnd.id,
+                 detail=detail)
+    return _reads(session, [rnd])[0]
+
+
+def _reads(session: Session, rounds: list[PseudoRound]) -> list[PseudoRoundRead]:
+    ids = [r.id for r in rounds]
+    students: dict[int, list[int]] = {i: [] for i in ids}
+    best_val: dict[int, float] = {}
+    best_pub: dict[int, float] = {}
+    if ids:
+        for rid, run_id, value in session.execute(
+            sa.select(Run.pseudo_round_id, Run.id, Run.monitor_value).where(Run.pseudo_round_id.in_(ids)).order_by(Run.id)
+        ):
+            students[rid].append(run_id)
+            if value is not None and value > best_val.get(rid, float("-inf")):
+                best_val[rid] = value
+        for rid, public in session.execute(
+            sa.select(Run.pseudo_round_id, sa.func.max(Submission.public_score))
+            .join(Submission, Submission.run_id == Run.id)
+            .where(Run.pseudo_round_id.in_(ids))
+            .group_by(Run.pseudo_round_id)
+        ):
+            if public is not None:
+                best_pub[rid] = public
+    out = []
+    for r in rounds:
+        data = {c: getattr(r, c) for c in PseudoRoundRead.model_fields if hasattr(r, c)}
+        data.update(student_run_ids=students[r.id], best_student_val=best_val.get(r.id),
+                    best_student_public=best_pub.get(r.id))
+        out.append(PseudoRoundRead.model_validate(data))
+    return out
+
+
+def get_pseudo_round(session: Session, *, round_id: int) -> PseudoRoundRead:
+    """One round with its student runs and their best validation and public scores.
+
+    Raises:
+        NotFound: no such round.
+    """
+    return _reads(session, [get_or_raise(session, PseudoRound, round_id, "pseudo-label round")])[0]
+
+
+def list_pseudo_rounds(session: Session, *, dataset_id: int | None = None) -> list[PseudoRoundRead]:
+    """Rounds in creation order, optionally of one source dataset."""
+    q = sa.select(PseudoRound)
+    if dataset_id is not None:
+        q = q.where(PseudoRound.source_dataset_id == dataset_id)
+    return _reads(session, list(session.scalars(q.order_by(PseudoRound.id))))
+
+
+def lineage(session: Session, *, round_id: int) -> list[PseudoRoundRead]:
+    """The chain of rounds from the first one to ``round_id`` (parents first).
+
+    Raises:
+        NotFound: no such round.
+        InvalidInput: the parent links form a cycle (a corrupted database).
+    """
+    chain: list[PseudoRound] = []
+    seen: set[int] = set()
+    current: int | None = round_id
+    while current is not None:
+        if current in seen:
+            raise InvalidInput(f"pseudo-label rounds {sorted(seen)} link to each other in a cycle; fix parent_round_id")
+        seen.add(current)
+        rnd = get_or_raise(session, PseudoRound, current, "pseudo-label round")
+        chain.append(rnd)
+        current = rnd.parent_round_id
+    return _reads(session, list(reversed(chain)))

@@ -1,0 +1,144 @@
+"""Submissions of a run, group or ensemble, and the public leaderboard scores members enter for them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Session
+
+from worker.db.base import utcnow
+from worker.db.models import Ensemble, Run, RunGroup, Submission
+from worker.errors import InvalidInput
+from worker.schemas import SubmissionRead
+from worker.services._common import as_float, check_actor, get_or_raise
+from worker.services.audit import record_event
+
+__all__ = ["create_submission", "record_public_score", "set_submission_file", "get_submission", "list_submissions"]
+
+
+def create_submission(
+    session: Session,
+    *,
+    actor: int | None,
+    run_id: int | None = None,
+    group_id: int | None = None,
+    ensemble_id: int | None = None,
+    file_path: str | None = None,
+    format: str = "csv_rle",
+    tta: dict[str, Any] | None = None,
+    note: str = "",
+) -> SubmissionRead:
+    """Record a submission of exactly one run, group or ensemble (several per source are fine).
+
+    ``file_path`` may be None while the submission file is still being written by a queued job;
+    :func:`set_submission_file` fills it in.
+
+    Raises:
+        InvalidInput: not exactly one source given, or an empty format.
+        NotFound: the source does not exist.
+    """
+    check_actor(session, actor)
+    given = {k: v for k, v in (("run_id", run_id), ("group_id", group_id), ("ensemble_id", ensemble_id)) if v is not None}
+    if len(given) != 1:
+        raise InvalidInput(
+            f"a submission comes from exactly one of run_id, group_id, ensemble_id; got {given or 'none'}"
+        )
+    if not format or not format.strip():
+        raise InvalidInput("a submission needs a format such as 'csv_rle' or 'png_masks'")
+    if run_id is not None:
+        dataset_id = get_or_raise(session, Run, run_id, "run").dataset_id
+    elif group_id is not None:
+        dataset_id = get_or_raise(session, RunGroup, group_id, "group").dataset_id
+    else:
+        dataset_id = get_or_raise(session, Ensemble, ensemble_id, "ensemble").dataset_id  # type: ignore[arg-type]
+    sub = Submission(
+        run_id=run_id, group_id=group_id, ensemble_id=ensemble_id, dataset_id=dataset_id, file_path=file_path,
+        format=format.strip(), tta=tta, note=note or "", created_by=actor,
+    )
+    session.add(sub)
+    session.flush()
+    record_event(session, actor=actor, action="submission.create", object_kind="submission", object_id=sub.id,
+                 detail={**given, "format": sub.format, "tta": tta})
+    return SubmissionRead.model_validate(sub)
+
+
+def record_public_score(
+    session: Session, *, actor: int | None, submission_id: int, score: Any, note: str | None = None
+) -> SubmissionRead:
+    """Store the public leaderboard score a member read off the competition site.
+
+    Args:
+        score: A number, or numeric text from a form (``"0.8123"``).
+        note: Replaces the submission's note when given.
+
+    Raises:
+        InvalidInput: the score is not a finite number (text like "good" is refused).
+        NotFound: no such submission.
+    """
+    check_actor(session, actor)
+    value = as_float(score, name="public score")
+    sub = get_or_raise(session, Submission, submission_id, "submission")
+    old = sub.public_score
+    sub.public_score = value
+    sub.score_entered_by = actor
+    sub.score_entered_at = utcnow()
+    if note is not None:
+        sub.note = note
+    session.flush()
+    record_event(session, actor=actor, action="submission.record_public_score", object_kind="submission",
+                 object_id=sub.id, detail={"old": old, "new": value})
+    return SubmissionRead.model_validate(sub)
+
+
+def set_submission_file(session: Session, *, actor: int | None, submission_id: int, file_path: str) -> SubmissionRead:
+    """Point a submission at its written file (under the artifact root).
+
+    Raises:
+        InvalidInput: empty path.
+        NotFound: no such submission.
+    """
+    check_actor(session, actor)
+    if not file_path:
+        raise InvalidInput("file_path must name the written submission file")
+    sub = get_or_raise(session, Submission, submission_id, "submission")
+    sub.file_path = file_path
+    session.flush()
+    record_event(session, actor=actor, action="submission.set_file", object_kind="submission", object_id=sub.id,
+                 detail={"file_path": file_path})
+    return SubmissionRead.model_validate(sub)
+
+
+def get_submission(session: Session, *, submission_id: int) -> SubmissionRead:
+    """One submission.
+
+    Raises:
+        NotFound: no such submission.
+    """
+    return SubmissionRead.model_validate(get_or_raise(session, Submission, submission_id, "submission"))
+
+
+def list_submissions(
+    session: Session,
+    *,
+    run_id: int | None = None,
+    group_id: int | None = None,
+    ensemble_id: int | None = None,
+    dataset_id: int | None = None,
+    scored_only: bool = False,
+    limit: int = 500,
+) -> list[SubmissionRead]:
+    """Submissions, newest first, filtered by source or dataset."""
+    q = sa.select(Submission)
+    if run_id is not None:
+        q = q.where(Submission.run_id == run_id)
+    if group_id is not None:
+        q = q.where(Submission.group_id == group_id)
+    if ensemble_id is not None:
+        q = q.where(Submission.ensemble_id == ensemble_id)
+    if dataset_id is not None:
+        q = q.where(Submission.dataset_id == dataset_id)
+    if scored_only:
+        q = q.where(Submission.public_score.is_not(None))
+    q = q.order_by(Submission.id.desc()).limit(limit)
+    return [SubmissionRead.model_validate(s) for s in session.scalars(q)]
