@@ -1,0 +1,91 @@
+"""Leaderboard page: one table of runs, groups and ensembles, metric columns, flag, scatter, filters."""
+
+from __future__ import annotations
+
+import json
+
+from webapp.components.tables import METRIC_COLUMNS
+
+
+def _table(at):
+    return next(t.value for t in at.dataframe if "public↑ val↓" in t.value.columns)
+
+
+def _charts(at):
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_rows_columns_and_flag(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    ui.no_exceptions(at)
+    table = _table(at)
+    # 4 finished runs + 1 two-fold group + 1 ensemble (the running run is not on the board)
+    assert len(table) == 6
+    assert sorted(table["kind"].unique()) == ["ensemble", "group", "run"]
+    for col in (*METRIC_COLUMNS, "public", "gap", "OOF", "mean ± std"):
+        assert col in table.columns
+    group = table[table["kind"] == "group"].iloc[0]
+    assert group["runs"] == 2
+    assert abs(group["miou"] - 0.72) < 1e-9  # mean of 0.70 and 0.74
+    assert "±" in group["mean ± std"]
+    ens = table[table["kind"] == "ensemble"].iloc[0]
+    assert table.iloc[0]["name"] == ens["name"]  # best validation score first
+    linknet = table[table["name"] == "linknet"].iloc[0]
+    assert linknet["public↑ val↓"]
+    assert abs(linknet["gap"] - (0.73 - 0.66)) < 1e-9
+    assert any("Public score rose while validation fell" in w.value for w in at.warning)
+    assert table[table["name"] == "fpn"].iloc[0]["detail"] == f"./run?run={seeded['fpn_run']}"
+
+
+def test_scatter_reports_correlations_per_metric(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    corr = next(t.value for t in at.dataframe if "spearman" in t.value.columns)
+    assert list(corr["metric"]) == list(METRIC_COLUMNS)
+    row = corr[corr["metric"] == "miou"].iloc[0]
+    assert row["n"] == 4
+    import scipy.stats
+
+    vals, pubs = [0.70, 0.74, 0.78, 0.66], [0.69, 0.75, 0.72, 0.73]
+    assert abs(row["pearson"] - scipy.stats.pearsonr(vals, pubs).statistic) < 1e-9
+    assert abs(row["spearman"] - scipy.stats.spearmanr(vals, pubs).statistic) < 1e-9
+    scatter_of = next(w for w in at.get("button_group") if w.label == "Scatter of")
+    scatter_of.set_value("miou")
+    at.run()
+    specs = _charts(at)
+    miou = next(s for s in specs if s["layout"]["title"]["text"].startswith("miou:"))
+    assert f"Pearson {row['pearson']:.3f}" in miou["layout"]["title"]["text"]
+    names = [tr.get("name") for tr in miou["data"]]
+    assert "fit" in names
+    points = sum(len(tr["x"]) for tr in miou["data"] if tr.get("name") != "fit")
+    assert points == 4
+
+
+def test_filters_by_owner_architecture_and_tag(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    owner = next(s for s in at.selectbox if s.label == "Owner")
+    owner.set_value(seeded["bob"]).run()
+    assert set(_table(at)["name"]) == {"fpn", "linknet"}
+    owner.set_value(None).run()
+    next(s for s in at.selectbox if s.label == "Architecture").set_value("FPN").run()
+    assert list(_table(at)["name"]) == ["fpn"]
+    next(s for s in at.selectbox if s.label == "Architecture").set_value(None).run()
+    next(t for t in at.text_input if t.label == "Tag").input("baseline").run()
+    table = _table(at)
+    assert set(table["kind"]) == {"run", "group"} and len(table) == 3
+
+
+def test_selection_opens_the_ensemble_builder(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    picker = next(m for m in at.multiselect if m.label.startswith("Selected rows"))
+    picker.set_value([f"run:{seeded['fpn_run']}", f"run:{seeded['fold_runs'][1]}"]).run()
+    next(b for b in at.button if b.label.startswith("Build an ensemble")).click().run()
+    ui.no_exceptions(at)
+    assert at.title[0].value == "Ensemble builder"
+    members = next(m for m in at.multiselect if m.label.startswith("Members"))
+    assert members.value == [f"run:{seeded['fpn_run']}", f"run:{seeded['fold_runs'][1]}"]
+
+
+def test_empty_database(env, ui):
+    at = ui.open_page("leaderboard")
+    ui.no_exceptions(at)
+    assert any("No runs yet" in i.value for i in at.info)

@@ -1,0 +1,136 @@
+"""New experiment page: the catalog form, validation next to fields, YAML, clone with diff, grids."""
+
+from __future__ import annotations
+
+
+def _btn(at, prefix: str):
+    return next(b for b in at.button if b.label.startswith(prefix))
+
+
+def _num(at, label: str):
+    return next(n for n in at.number_input if n.label.startswith(label))
+
+
+def _experiments(ui):
+    from worker.services import experiments
+
+    with ui.scope() as s:
+        return experiments.list_experiments(s)
+
+
+def test_default_form_queues_one_run(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["bob"])
+    ui.no_exceptions(at)
+    assert _btn(at, "Queue 1 run(s)")
+    loss = next(t.value for t in at.dataframe if "term" in t.value.columns)
+    assert list(loss["term"]) == ["ce", "jaccard"]
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    assert any("1 run(s) in 1 group(s) queued" in s.value for s in at.success)
+    exp = _experiments(ui)[0]
+    assert exp.owner_id == seeded["bob"] and exp.config["loss"]["terms"][1]["name"] == "jaccard"
+    assert published[-1]["run_ids"] == exp.run_ids
+
+
+def test_folds_times_seeds(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    _num(at, "k folds").set_value(2)
+    next(t for t in at.text_input if t.label == "Seeds").input("0, 1").run()
+    _btn(at, "Queue 4 run(s)").click().run()
+    ui.no_exceptions(at)
+    exp = _experiments(ui)[0]
+    assert len(exp.run_ids) == 4 and exp.expansion.n_folds == 2 and exp.expansion.seeds == [0, 1]
+
+
+def test_invalid_values_are_shown_next_to_their_fields_and_nothing_is_queued(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    before = len(_experiments(ui))
+    _num(at, "Epochs").set_value(0)
+    _num(at, "Image height").set_value(100)
+    _num(at, "Image width").set_value(96)
+    next(t for t in at.text_input if t.label == "Seeds").input("one, two")
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    errors = [e.value for e in at.error]
+    assert any("greater than or equal to 1" in e for e in errors)  # training.epochs
+    assert any("multiples of 32" in e for e in errors)  # data.image_size
+    assert any("seeds must be whole numbers" in e for e in errors)
+    assert any("Nothing was queued" in e for e in errors)
+    assert len(_experiments(ui)) == before and not published
+
+
+def test_yaml_tab_loads_into_the_form(seeded, ui):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    area = next(t for t in at.text_area if t.label == "Config (YAML)")
+    import yaml
+
+    cfg = yaml.safe_load(area.value)
+    cfg["model"]["arch"] = "FPN"
+    cfg["training"]["epochs"] = 7
+    area.input(yaml.safe_dump(cfg))
+    _btn(at, "Load the YAML into the form").click().run()
+    ui.no_exceptions(at)
+    assert next(s for s in at.selectbox if s.label == "Architecture").value == "FPN"
+    assert _num(at, "Epochs").value == 7
+    next(t for t in at.text_area if t.label == "Config (YAML)").input("model: [unclosed")
+    _btn(at, "Load the YAML into the form").click().run()
+    ui.no_exceptions(at)
+    assert any("The YAML cannot be read" in e.value for e in at.error)
+
+
+def test_clone_shows_the_diff_and_records_the_parent(seeded, ui, published):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    _btn(at, "Clone into a new experiment").click().run()
+    ui.no_exceptions(at)
+    assert at.title[0].value == "New experiment"
+    assert next(s for s in at.selectbox if s.label == "Architecture").value == "FPN"
+    at.switch_page("app_pages/new_experiment.py")  # AppTest stays on the page it was told to run
+    next(s for s in at.selectbox if s.label == "Architecture").set_value("Unet").run()
+    diff = next(t.value for t in at.dataframe if "field" in t.value.columns)
+    assert {"model.arch", "name"} <= set(diff["field"])
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    from worker.services import runs
+
+    exp = _experiments(ui)[0]
+    with ui.scope() as s:
+        run = runs.get_run(s, run_id=exp.run_ids[0])
+    assert run.parent_run_id == seeded["fpn_run"] and run.arch == "Unet"
+    # the form keeps its values, but the next experiment from it is not a clone any more
+    assert not any(t.value.columns.tolist() == ["field", "from", "to"] for t in at.dataframe)
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    with ui.scope() as s:
+        again = runs.get_run(s, run_id=_experiments(ui)[0].run_ids[0])
+    assert again.parent_run_id is None
+
+
+def test_ablation_grid_expands_one_axis_into_groups(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(t for t in at.toggle if t.label.startswith("Ablation grid")).set_value(True).run()
+    next(s for s in at.selectbox if s.label == "Axis").set_value("each loss").run()
+    next(m for m in at.multiselect if m.label == "Values").set_value(["ce", "dice", "focal"]).run()
+    _btn(at, "Queue 3 run(s)").click().run()
+    ui.no_exceptions(at)
+    from worker.services import experiments
+
+    with ui.scope() as s:
+        exp = experiments.get_experiment(s, experiment_id=_experiments(ui)[0].id)
+    assert exp.expansion.kind.value == "grid" and [g.label for g in exp.groups] == ["loss=ce", "loss=dice", "loss=focal"]
+
+
+def test_grid_value_invalid_for_the_task_is_named(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(t for t in at.toggle if t.label.startswith("Ablation grid")).set_value(True).run()
+    next(s for s in at.selectbox if s.label == "Axis").set_value("each loss").run()
+    next(m for m in at.multiselect if m.label == "Values").set_value(["ce", "bce"]).run()
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    assert any("bce" in e.value and "multilabel" in e.value for e in at.error)
+    assert not published
+
+
+def test_without_a_dataset(env, ui):
+    at = ui.open_page("new_experiment")
+    ui.no_exceptions(at)
+    assert any("Register a dataset first" in i.value for i in at.info)

@@ -1,0 +1,109 @@
+"""Run detail page: header, curves, per-class table, config diff, submissions and public scores."""
+
+from __future__ import annotations
+
+import json
+
+
+def test_run_page_shows_metrics_curves_and_per_class(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    ui.no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Status"] == "succeeded"
+    assert metrics["Best miou"] == "0.7800"
+    per_class = next(t.value for t in at.dataframe if "class" in t.value.columns)
+    assert list(per_class["class"]) == ui.CLASSES
+    assert abs(per_class["miou"].iloc[1] - 0.78) < 1e-9
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    curves = specs[0]
+    train = next(tr for tr in curves["data"] if tr["name"] == "train loss")
+    assert len(train["x"]) == 3
+    assert any(tr["name"] == "val miou" for tr in curves["data"])
+
+
+def test_record_public_score_and_reject_text(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    score = next(t for t in at.text_input if t.label == "Public score")
+    score.input("not a number")
+    next(b for b in at.button if b.label == "Save score").click().run()
+    ui.no_exceptions(at)
+    assert any("Public score must be a number" in e.value for e in at.error)
+    score = next(t for t in at.text_input if t.label == "Public score")
+    score.input("0.7712")
+    next(b for b in at.button if b.label == "Save score").click().run()
+    ui.no_exceptions(at)
+    assert any("0.7712" in s.value for s in at.success)
+    from worker.services import submissions
+
+    with ui.scope() as s:
+        sub = submissions.get_submission(s, submission_id=seeded["submissions"][seeded["fpn_run"]])
+    assert sub.public_score == 0.7712 and sub.score_entered_by == seeded["ada"]
+
+
+def test_test_prediction_is_queued_with_its_tta_before_any_submission(seeded, ui, published):
+    at = ui.open_page("run_detail", actor=seeded["bob"], run=seeded["fpn_run"])
+    # no stored test predictions yet: a submission cannot be written, a prediction can be queued
+    assert next(b for b in at.button if b.label == "Queue submission").disabled
+    next(s for s in at.selectbox if s.label == "Test-time augmentation").set_value("d4")
+    next(b for b in at.button if b.label == "Queue test prediction").click().run()
+    ui.no_exceptions(at)
+    assert published and published[-1]["job_ids"]
+    from worker.services import jobs
+
+    with ui.scope() as s:
+        job = jobs.get_job(s, job_id=published[-1]["job_ids"][0])
+    assert job.kind.value == "predict" and job.target == {"run_ids": [seeded["fpn_run"]]}
+    assert job.params["split"] == "test" and job.params["tta"]["rotations"] == [0, 90, 180, 270]
+    assert any("Test prediction of run" in s.value for s in at.success)
+    assert any("being made" in i.value for i in at.info)  # the pending job is shown
+
+
+def test_submission_from_stored_test_predictions(seeded, ui, published):
+    at = ui.open_page("ensemble_builder", actor=seeded["ada"], ensemble=seeded["ensemble"])
+    assert any("Test predictions stored" in s.value for s in at.success)
+    next(s for s in at.selectbox if s.label == "Format").set_value("class_map")
+    next(b for b in at.button if b.label == "Queue submission").click().run()
+    ui.no_exceptions(at)
+    from worker.services import jobs, submissions
+
+    with ui.scope() as s:
+        job = jobs.get_job(s, job_id=published[-1]["job_ids"][0])
+        (sub,) = submissions.list_submissions(s, ensemble_id=seeded["ensemble"])
+    assert job.kind.value == "submission" and job.target == {"submission_id": sub.id}
+    assert sub.format == "class_map"
+    assert any(f"Submission {sub.id} queued as job {job.id}" in s.value for s in at.success)
+
+
+def test_config_diff_against_another_run(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    next(n for n in at.number_input if n.label.startswith("Compare with run id")).set_value(seeded["linknet_run"]).run()
+    diff = next(t.value for t in at.dataframe if "field" in t.value.columns)
+    assert "model.arch" in list(diff["field"])
+
+
+def test_group_page(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], group=seeded["fold_group"])
+    ui.no_exceptions(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Runs"] == "2"
+    assert metrics["Mean miou"] == "0.7200"
+
+
+def test_deleted_run_shows_a_message_not_a_traceback(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    ui.no_exceptions(at)
+    # the run disappears while its page is open (deleted by an admin, or its experiment removed)
+    import sqlalchemy as sa
+
+    with ui.scope() as s:
+        s.execute(sa.text("DELETE FROM submissions WHERE run_id = :r"), {"r": seeded["fpn_run"]})
+        s.execute(sa.text("DELETE FROM runs WHERE id = :r"), {"r": seeded["fpn_run"]})
+    at.run()
+    ui.no_exceptions(at)
+    assert any("does not exist" in e.value for e in at.error)
+
+
+def test_unknown_run_id(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=99999)
+    ui.no_exceptions(at)
+    assert any("Run 99999 does not exist" in e.value for e in at.error)

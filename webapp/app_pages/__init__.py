@@ -1,0 +1,1 @@
+"""One module per dashboard page, named after what the user sees; each calls ``render()`` when run."""

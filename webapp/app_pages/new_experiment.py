@@ -1,0 +1,473 @@
+"""New experiment: a form generated from segcore's catalog and config schema, a YAML tab editing the
+same config, cloning from any run with the diff shown, k folds x m seeds, and ablation grids.
+
+Validation errors are shown next to the field they concern. Nothing is queued unless every run
+config of the expansion is valid.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pandas as pd
+import streamlit as st
+import yaml
+from pydantic import ValidationError
+
+from segcore import catalog
+from segcore.config import ExperimentConfig, Precision
+from segcore.errors import ConfigError
+from webapp import resources, state
+from webapp.components import links
+from webapp.components.forms import (
+    config_changes,
+    field_errors,
+    loss_rows,
+    loss_terms,
+    parse_int_list,
+    parse_tags,
+    parse_values,
+    show_field_errors,
+    transform_rows,
+    transform_specs,
+)
+from webapp.components.layout import empty_state, page_header
+from webapp.components.overlays import overlay_mask, render_legend
+from webapp.errors import guard
+
+__all__ = ["render", "GRID_AXES", "grid_values", "base_config"]
+
+PAGE = "new_experiment"
+# Ablation axes offered in the form: label -> dotted config path (None: type a path).
+GRID_AXES: dict[str, str | None] = {
+    "each augmentation preset": "augmentation.preset",
+    "each extra transform alone": "augmentation.transforms",
+    "each loss": "loss",
+    "each encoder": "model.encoder",
+    "each architecture": "model.arch",
+    "each optimizer": "optimizer.name",
+    "each scheduler": "scheduler.name",
+    "learning rates": "optimizer.lr",
+    "another config field": None,
+}
+_SECTIONS = ("name", "data", "model", "loss", "augmentation", "optimizer", "scheduler", "training", "evaluation")
+
+
+def _k(name: str) -> str:
+    return state.widget_key(PAGE, name)
+
+
+def base_config(ds: Any) -> dict[str, Any]:
+    """A starting config for a registered dataset (catalog defaults elsewhere)."""
+    return {
+        "name": f"{ds.name}-unet",
+        "data": {"source": copy.deepcopy(ds.source), "classes": list(ds.classes), "task": ds.task.value,
+                 "ignore_index": ds.ignore_index},
+        "model": {"arch": "Unet", "encoder": "resnet18", "encoder_weights": None},
+        "loss": {"terms": [{"name": "ce" if ds.task.value == "multiclass" else "bce", "weight": 0.6},
+                           {"name": "jaccard", "weight": 0.4}]},
+    }
+
+
+def grid_values(axis: str, picked: list[Any]) -> list[Any]:
+    """Grid values for an axis from what the form picked (loss names become one-term losses, transforms
+    become one-transform lists)."""
+    if axis == "loss":
+        return [str(name) for name in picked]
+    if axis == "augmentation.transforms":
+        return [[{"name": name, "p": 0.5}] for name in picked]
+    return list(picked)
+
+
+# ------------------------------------------------------------------------- the draft
+
+
+def _draft() -> dict[str, Any]:
+    return state.get(state.EXPERIMENT_DRAFT) or {}
+
+
+def _load(cfg: dict[str, Any], *, dataset_id: int | None, clone_of: int | None = None) -> None:
+    """Put a config into the form's widgets (before they are drawn) and keep the rest as the base."""
+    version = _draft().get("version", 0) + 1
+    full = ExperimentConfig.model_validate(cfg).to_dict() if _valid(cfg) else copy.deepcopy(cfg)
+    state.put(state.EXPERIMENT_DRAFT, {
+        "version": version, "base": full, "dataset_id": dataset_id, "clone_of": clone_of,
+        "loss_rows": loss_rows(full.get("loss")).to_dict("records"),
+        "transform_rows": transform_rows((full.get("augmentation") or {}).get("transforms") or []).to_dict("records"),
+    })
+    ss = st.session_state
+    model = full.get("model") or {}
+    aug = full.get("augmentation") or {}
+    opt = full.get("optimizer") or {}
+    sched = full.get("scheduler") or {}
+    train = full.get("training") or {}
+    data = full.get("data") or {}
+    ev = full.get("evaluation") or {}
+    if dataset_id is not None:
+        ss[_k("dataset")] = dataset_id
+    ss[_k("name")] = full.get("name", "experiment")
+    ss[_k("arch")] = model.get("arch", "Unet")
+    ss[_k("encoder")] = model.get("encoder", "resnet18")
+    ss[_k("weights")] = model.get("encoder_weights") or "none"
+    ss[_k("preset")] = aug.get("preset", "basic")
+    ss[_k("optimizer")] = opt.get("name", "adamw")
+    ss[_k("lr")] = float(opt.get("lr", 1e-3))
+    ss[_k("wd")] = float(opt.get("weight_decay", 1e-4))
+    ss[_k("scheduler")] = sched.get("name", "cosine")
+    ss[_k("warmup")] = float(sched.get("warmup_epochs", 0.0))
+    ss[_k("epochs")] = int(train.get("epochs", 20))
+    ss[_k("batch")] = int(train.get("batch_size", 8))
+    ss[_k("precision")] = train.get("precision", "auto")
+    size = data.get("image_size") or [0, 0]
+    ss[_k("height")], ss[_k("width")] = int(size[0]), int(size[1])
+    ss[_k("monitor")] = ev.get("monitor", "miou")
+    ss[_k("tags")] = ", ".join(full.get("tags") or [])
+    ss[_k("note")] = full.get("note") or ""
+    ss[_k("yaml")] = yaml.safe_dump(full, sort_keys=False)
+
+
+def _valid(cfg: dict[str, Any]) -> bool:
+    try:
+        ExperimentConfig.model_validate(cfg)
+    except ValidationError:
+        return False
+    return True
+
+
+def _on_dataset_change() -> None:
+    ds_id = st.session_state.get(_k("dataset"))
+    ds = next((d for d in resources.datasets() if d.id == ds_id), None)
+    if ds is not None:
+        _load(base_config(ds), dataset_id=ds.id)
+
+
+def _on_clone() -> None:
+    from worker.services import runs
+
+    run_id = st.session_state.get(_k("clone_id"))
+    if not run_id:
+        return
+    try:
+        run = resources.read(runs.get_run, run_id=int(run_id))
+    except Exception as exc:  # noqa: BLE001 - shown next to the clone field on this run
+        st.session_state[_k("clone_error")] = str(exc)
+        return
+    st.session_state.pop(_k("clone_error"), None)
+    cfg = copy.deepcopy(run.config)
+    cfg["name"] = f"{cfg.get('name', run.name)}-clone"
+    if (cfg.get("data") or {}).get("split", {}).get("kind") == "kfold":
+        cfg["data"]["split"] = {"kind": "holdout"}  # the expansion below sets the folds again
+    cfg.get("data", {}).pop("fingerprint", None)
+    _load(cfg, dataset_id=run.dataset_id, clone_of=run.id)
+
+
+def _on_yaml_load() -> None:
+    text = st.session_state.get(_k("yaml"), "")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        st.session_state[_k("yaml_error")] = f"The YAML cannot be read: {exc}"
+        return
+    if not isinstance(data, dict):
+        st.session_state[_k("yaml_error")] = "The YAML must be a mapping of config sections (name, data, model, ...)."
+        return
+    st.session_state.pop(_k("yaml_error"), None)
+    _load(data, dataset_id=_draft().get("dataset_id"), clone_of=_draft().get("clone_of"))
+
+
+# ------------------------------------------------------------------------- the form
+
+
+def _form(ds: Any, slots: dict[str, Any]) -> dict[str, Any]:
+    """Draw the fields; return the config dict they describe (over the draft's base)."""
+    d = _draft()
+    cfg = copy.deepcopy(d.get("base") or base_config(ds))
+    task = ds.task.value
+    cfg.setdefault("data", {})
+    cfg["data"].update({"source": copy.deepcopy(ds.source), "classes": list(ds.classes), "task": task,
+                        "ignore_index": ds.ignore_index})
+
+    cfg["name"] = st.text_input("Name", key=_k("name"))
+    slots["name"] = st.container()
+
+    st.markdown("##### Model")
+    c = st.columns(3)
+    archs = list(catalog.ARCHITECTURES)
+    cfg.setdefault("model", {})["arch"] = c[0].selectbox(
+        "Architecture", archs, key=_k("arch"), help="\n".join(f"- **{a}**: {t}" for a, t in catalog.ARCHITECTURES.items()))
+    encoders = catalog.encoder_names()
+    if st.session_state.get(_k("encoder")) not in encoders:
+        encoders = [st.session_state.get(_k("encoder")), *encoders]
+    cfg["model"]["encoder"] = c[1].selectbox("Encoder", encoders, key=_k("encoder"),
+                                             help="Families used by the recipes: " + ", ".join(catalog.ENCODER_FAMILIES))
+    weights = c[2].selectbox("Encoder weights", ["none", "imagenet"], key=_k("weights"),
+                             help="'imagenet' downloads pretrained weights on the worker on first use.")
+    cfg["model"]["encoder_weights"] = None if weights == "none" else weights
+    slots["model"] = st.container()
+
+    st.markdown("##### Loss: a weighted sum of terms")
+    names = [n for n, m in catalog.LOSSES.items() if task in m["tasks"]]
+    rows = pd.DataFrame(d.get("loss_rows") or loss_rows(cfg.get("loss")).to_dict("records"),
+                        columns=["term", "weight", "params"])
+    edited = st.data_editor(
+        rows, num_rows="dynamic", key=_k(f"loss_editor_{d.get('version', 0)}"), width="stretch", hide_index=True,
+        column_config={
+            "term": st.column_config.SelectboxColumn("term", options=names, required=True,
+                                                     help="\n".join(f"{n}: {catalog.LOSSES[n]['description']}"
+                                                                    for n in names)),
+            "weight": st.column_config.NumberColumn("weight", min_value=0.0, step=0.05, format="%.3f"),
+            "params": st.column_config.TextColumn("params (JSON)", help='e.g. {"gamma": 2} for focal'),
+        },
+    )
+    try:
+        cfg["loss"] = {"terms": loss_terms(edited)}
+    except ConfigError as exc:
+        cfg["loss"] = {"terms": []}
+        slots.setdefault("_parse", {})["loss"] = str(exc).split(": ", 1)[-1]
+    slots["loss"] = st.container()
+
+    st.markdown("##### Augmentation")
+    c = st.columns([2, 1])
+    cfg.setdefault("augmentation", {})["preset"] = c[0].selectbox(
+        "Pipeline preset", list(catalog.AUGMENTATION_PRESETS), key=_k("preset"),
+        format_func=lambda p: f"{p}: {catalog.AUGMENTATION_PRESETS[p]}")
+    trows = pd.DataFrame(d.get("transform_rows") or [], columns=["transform", "p", "params"])
+    tedited = st.data_editor(
+        trows, num_rows="dynamic", key=_k(f"transform_editor_{d.get('version', 0)}"), width="stretch",
+        hide_index=True,
+        column_config={
+            "transform": st.column_config.SelectboxColumn("extra transform", options=list(catalog.TRANSFORMS),
+                                                          help="Appended after the preset."),
+            "p": st.column_config.NumberColumn("p", min_value=0.0, max_value=1.0, step=0.05),
+            "params": st.column_config.TextColumn("params (JSON)"),
+        },
+    )
+    try:
+        cfg["augmentation"]["transforms"] = transform_specs(tedited)
+    except ConfigError as exc:
+        cfg["augmentation"]["transforms"] = []
+        slots.setdefault("_parse", {})["augmentation"] = str(exc).split(": ", 1)[-1]
+    slots["augmentation"] = st.container()
+    if c[1].button("Preview augmentations", key=_k("preview")):
+        _preview(ds, cfg)
+
+    st.markdown("##### Optimisation")
+    c = st.columns(5)
+    cfg.setdefault("optimizer", {})["name"] = c[0].selectbox(
+        "Optimizer", list(catalog.OPTIMIZERS), key=_k("optimizer"), format_func=lambda o: f"{o}: {catalog.OPTIMIZERS[o]}")
+    cfg["optimizer"]["lr"] = c[1].number_input("Learning rate", min_value=0.0, format="%.2e", step=1e-4, key=_k("lr"))
+    cfg["optimizer"]["weight_decay"] = c[2].number_input("Weight decay", min_value=0.0, format="%.2e", step=1e-5,
+                                                         key=_k("wd"))
+    cfg.setdefault("scheduler", {})["name"] = c[3].selectbox(
+        "Scheduler", list(catalog.SCHEDULERS), key=_k("scheduler"),
+        format_func=lambda s: f"{s}: {catalog.SCHEDULERS[s]}")
+    cfg["scheduler"]["warmup_epochs"] = c[4].number_input("Warm-up epochs", min_value=0.0, step=1.0,
+                                                          key=_k("warmup"))
+    slots["optimizer"] = st.container()
+    slots["scheduler"] = st.container()
+
+    st.markdown("##### Training")
+    c = st.columns(6)
+    cfg.setdefault("training", {})["epochs"] = int(c[0].number_input("Epochs", min_value=0, step=1, key=_k("epochs")))
+    cfg["training"]["batch_size"] = int(c[1].number_input("Batch size", min_value=0, step=1, key=_k("batch")))
+    h = int(c[2].number_input("Image height (0 keeps)", min_value=0, step=32, key=_k("height")))
+    w = int(c[3].number_input("Image width (0 keeps)", min_value=0, step=32, key=_k("width")))
+    cfg["data"]["image_size"] = [h, w] if h or w else None
+    cfg["training"]["precision"] = c[4].selectbox("Precision", [p.value for p in Precision], key=_k("precision"))
+    cfg.setdefault("evaluation", {})["monitor"] = c[5].selectbox(
+        "Monitor", [m for m in catalog.METRICS], key=_k("monitor"), help="The metric that picks the best checkpoint.")
+    slots["data"] = st.container()
+    slots["training"] = st.container()
+    slots["evaluation"] = st.container()
+    return cfg
+
+
+def _preview(ds: Any, cfg: dict[str, Any]) -> None:
+    from webapp.components.samples import augmentation_samples, open_registered
+
+    with guard("Previewing the augmentations"), st.spinner("Augmenting..."):
+        samples = augmentation_samples(ds, open_registered(ds), cfg["augmentation"], n=6,
+                                       image_size=cfg["data"].get("image_size"))
+        cols = st.columns(6)
+        for i, (img, mask) in enumerate(samples):
+            cols[i].image(overlay_mask(img, mask, num_classes=len(ds.classes), ignore_index=ds.ignore_index,
+                                       skip_background=ds.task.value == "multiclass"), width="stretch")
+        render_legend(ds.classes, skip_background=ds.task.value == "multiclass")
+
+
+def _expansion(slots: dict[str, Any]) -> dict[str, Any]:
+    st.markdown("##### Runs")
+    c = st.columns([1, 2, 1])
+    n_folds = int(c[0].number_input("k folds (1: the config's split)", min_value=1, max_value=20, value=1,
+                                    key=_k("folds")))
+    seeds_text = c[1].text_input("Seeds", value="0", key=_k("seeds"), help="One run per seed (per fold), e.g. '0, 1, 2'.")
+    priority = int(c[2].number_input("Priority (0-9)", min_value=0, max_value=9, value=0, key=_k("priority")))
+    c = st.columns(2)
+    tags = parse_tags(c[0].text_input("Tags", key=_k("tags"), placeholder="baseline, fpn"))
+    note = c[1].text_input("Note", key=_k("note"))
+    grid: dict[str, Any] | None = None
+    problems: dict[str, str] = {}
+    try:
+        seeds = parse_int_list(seeds_text, what="seeds")
+        if not seeds:
+            raise ValueError("give at least one seed, e.g. 0")
+    except ValueError as exc:
+        seeds, problems["seeds"] = [0], str(exc)
+    if st.toggle("Ablation grid: one group of runs per value of one axis", key=_k("grid_on")):
+        c = st.columns([1, 2])
+        label = c[0].selectbox("Axis", list(GRID_AXES), key=_k("grid_axis"))
+        axis = GRID_AXES[label]
+        options: list[Any] | None = {
+            "augmentation.preset": list(catalog.AUGMENTATION_PRESETS),
+            "augmentation.transforms": list(catalog.TRANSFORMS),
+            "loss": list(catalog.LOSSES),
+            "model.encoder": catalog.encoder_names(),
+            "model.arch": list(catalog.ARCHITECTURES),
+            "optimizer.name": list(catalog.OPTIMIZERS),
+            "scheduler.name": list(catalog.SCHEDULERS),
+        }.get(axis or "")
+        if axis is None:
+            axis = c[1].text_input("Config path", key=_k("grid_path"), placeholder="e.g. training.batch_size").strip()
+        if options is not None:
+            picked = c[1].multiselect("Values", options, key=_k("grid_values"))
+            values = grid_values(axis, picked)
+        else:
+            text = st.text_input("Values (YAML list)", key=_k("grid_text"), placeholder="[0.001, 0.0003, 0.0001]")
+            try:
+                values = parse_values(text)
+            except ValueError as exc:
+                values, problems["grid"] = [], str(exc)
+        if axis and values:
+            grid = {"axis": axis, "values": values}
+        elif "grid" not in problems:
+            problems["grid"] = "pick the axis and at least one value (or switch the grid off)"
+    slots["expansion"] = st.container()
+    return {"n_folds": n_folds, "seeds": seeds, "priority": priority, "tags": tags, "note": note, "grid": grid,
+            "problems": problems}
+
+
+def _show_errors(slots: dict[str, Any], errors: dict[str, str]) -> None:
+    shown: set[str] = set()
+    for section in _SECTIONS:
+        if section in slots:
+            with slots[section]:
+                show_field_errors(errors, section)
+            shown |= {p for p in errors if p == section or p.startswith(section + ".")}
+    rest = {p: m for p, m in errors.items() if p not in shown}
+    if rest:
+        with slots["general"]:
+            for p, m in rest.items():
+                st.error(m if p == "(config)" else f"{p}: {m}", icon=":material/error:")
+
+
+def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, Any]) -> None:
+    from worker.services import experiments
+
+    errors: dict[str, str] = dict(slots.get("_parse", {}))
+    try:
+        ExperimentConfig.model_validate(cfg)
+    except ValidationError as exc:
+        errors.update(field_errors(exc))
+    if exp["problems"] or errors:
+        _show_errors(slots, errors)
+        if exp["problems"]:
+            with slots["expansion"]:
+                for msg in exp["problems"].values():
+                    st.error(msg, icon=":material/error:")
+        st.error("Nothing was queued: fix the fields marked above.")
+        return
+    clone_of = _draft().get("clone_of")
+    with guard("Queueing the experiment") as outcome:
+        try:
+            created = resources.write(
+                experiments.create_experiment, name=cfg.get("name"), config=cfg, n_folds=exp["n_folds"],
+                seeds=exp["seeds"], grid=exp["grid"], priority=exp["priority"], tags=exp["tags"], note=exp["note"],
+                dataset_id=ds.id, parent_run_id=clone_of,
+            )
+        except ConfigError as exc:  # a grid value or a fold made a run config invalid: show it at its field
+            _show_errors(slots, field_errors(exc))
+            raise
+    if outcome.failed:
+        return
+    draft = _draft()
+    draft["clone_of"] = None  # the next experiment from this form is not a clone unless loaded again
+    state.put(state.EXPERIMENT_DRAFT, draft)
+    problem = resources.publish(run_ids=created.run_ids)
+    state.flash(f"Experiment {created.name}: {len(created.run_ids)} run(s) in {len(created.groups)} group(s) queued.")
+    if problem:
+        state.flash(problem, "warning")
+    st.rerun()
+
+
+def render() -> None:
+    """Draw the page."""
+    page_header("New experiment", "Define a training once; expand it into folds, seeds or an ablation grid.")
+    datasets = resources.datasets()
+    if not datasets:
+        empty_state("Register a dataset first: an experiment trains on a registered dataset.", page=links.DATASETS,
+                    label="Register a dataset")
+        return
+    by_id = {d.id: d for d in datasets}
+    pending_clone = state.get(state.CLONE_SOURCE)
+    if pending_clone:  # arriving from "Clone" on a run's page: load it once
+        state.drop(state.CLONE_SOURCE)
+        st.session_state[_k("clone_id")] = pending_clone
+        _on_clone()
+    if _k("dataset") not in st.session_state or st.session_state[_k("dataset")] not in by_id:
+        first = datasets[0]
+        st.session_state[_k("dataset")] = first.id
+        _load(base_config(first), dataset_id=first.id)
+
+    with st.expander("Clone from a run", expanded=bool(_draft().get("clone_of"))):
+        c = st.columns([1, 1, 3])
+        c[0].number_input("Run id", min_value=1, step=1, value=None, key=_k("clone_id"))
+        c[1].button("Load its config", on_click=_on_clone, key=_k("clone_go"))
+        if st.session_state.get(_k("clone_error")):
+            st.error(st.session_state[_k("clone_error")])
+
+    ds_id = st.selectbox("Dataset", list(by_id), key=_k("dataset"), on_change=_on_dataset_change,
+                         format_func=lambda i: f"{by_id[i].name} ({len(by_id[i].classes)} classes, {by_id[i].task.value})")
+    ds = by_id[ds_id]
+    slots: dict[str, Any] = {"general": st.container()}
+    form_tab, yaml_tab = st.tabs(["Form", "YAML"], key=_k("tabs"), on_change="rerun")
+    with form_tab:
+        cfg = _form(ds, slots)
+    with yaml_tab:
+        st.caption("The same config as YAML. Edit it and load it into the form, or paste one from a file. "
+                   "The data source and classes always come from the Dataset picked above.")
+        if _k("yaml") not in st.session_state:
+            st.session_state[_k("yaml")] = yaml.safe_dump(cfg, sort_keys=False)
+        st.text_area("Config (YAML)", key=_k("yaml"), height=420)
+        c = st.columns(2)
+        c[0].button("Load the YAML into the form", on_click=_on_yaml_load, key=_k("yaml_load"))
+        if c[1].button("Copy the form into the YAML", key=_k("yaml_refresh")):
+            st.session_state.pop(_k("yaml"), None)
+            st.rerun()
+        if st.session_state.get(_k("yaml_error")):
+            st.error(st.session_state[_k("yaml_error")])
+    cfg["tags"] = []  # tags and note travel with the experiment below
+    exp = _expansion(slots)
+    groups = len(exp["grid"]["values"]) if exp["grid"] else 1
+    n_runs = groups * exp["n_folds"] * len(exp["seeds"])
+    clone_of = _draft().get("clone_of")
+    if clone_of:
+        from worker.services import runs
+
+        with guard(f"Reading run {clone_of}"):
+            source = resources.read(runs.get_run, run_id=int(clone_of))
+            st.markdown(f"##### Changes from run {clone_of} ({source.name})")
+            diff = config_changes(source.config, cfg)
+            if diff.empty:
+                st.caption("No change yet.")
+            else:
+                st.dataframe(diff, hide_index=True, width="stretch", key=_k("clone_diff"))
+    st.caption(f"This queues {n_runs} run(s): {groups} group(s) x {exp['n_folds']} fold(s) x {len(exp['seeds'])} seed(s).")
+    if st.button(f"Queue {n_runs} run(s)", type="primary", key=_k("submit")):
+        _submit(ds, cfg, exp, slots)
+    st.page_link(links.QUEUE, label="Open the queue", icon=":material/queue:")
+
+
+if __name__ == "__main__":
+    render()
+

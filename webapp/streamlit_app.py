@@ -1,0 +1,55 @@
+"""The SegBoard dashboard's entry point: a router over the page modules, and the sidebar.
+
+Run with ``streamlit run webapp/streamlit_app.py`` (``segboard up`` does). Nothing here queries
+the database: each page does its own work through :mod:`webapp.resources`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from webapp.components.sidebar import render_sidebar
+from webapp.errors import guard
+
+__all__ = ["PAGES", "main"]
+
+_HERE = Path(__file__).resolve().parent
+
+# (file under app_pages/, title, icon, url path); the first page is the default one.
+PAGES: list[tuple[str, str, str, str]] = [
+    ("overview.py", "Overview", ":material/dashboard:", "overview"),
+    ("datasets.py", "Datasets", ":material/dataset:", "datasets"),
+    ("new_experiment.py", "New experiment", ":material/science:", "new-experiment"),
+    ("queue.py", "Queue", ":material/queue:", "queue"),
+    ("leaderboard.py", "Leaderboard", ":material/leaderboard:", "leaderboard"),
+    ("run_detail.py", "Run detail", ":material/monitoring:", "run"),
+    ("ensemble_builder.py", "Ensemble builder", ":material/join:", "ensemble-builder"),
+    ("pseudo_labels.py", "Pseudo-label rounds", ":material/auto_awesome:", "pseudo-labels"),
+    ("inspect.py", "Inspect", ":material/search_insights:", "inspect"),
+]
+
+
+def _pages() -> list[st.Page]:
+    pages = []
+    for i, (file, title, icon, url) in enumerate(PAGES):
+        path = _HERE / "app_pages" / file
+        if not path.is_file():  # a page another package ships later (Inspect) appears once it exists
+            continue
+        pages.append(st.Page(str(path), title=title, icon=icon, url_path=url, default=i == 0))
+    return pages
+
+
+def main() -> None:
+    """Configure the page, draw the sidebar and run the selected page."""
+    st.set_page_config(page_title="SegBoard", page_icon=":material/layers:", layout="wide")
+    page = st.navigation(_pages())
+    with guard("The sidebar"):
+        render_sidebar()
+    with guard(page.title):
+        page.run()
+
+
+if __name__ == "__main__":
+    main()
