@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
@@ -73,3 +76,37 @@ def trained_run(tiny_coco, tmp_path_factory) -> Any:
     workdir = tmp_path_factory.mktemp("trained_run")
     result = fit(cfg, workdir)
     return {"config": cfg, "workdir": Path(workdir), "result": result, "source": tiny_coco}
+
+
+# ------------------------------------------------------------------ S3
+
+
+@dataclass
+class S3Server:
+    """An S3-compatible server (moto) on 127.0.0.1; clients reach it with :attr:`options`."""
+
+    endpoint: str
+    options: dict[str, Any]
+
+    def bucket(self) -> str:
+        """A new empty bucket; returns its name."""
+        import fsspec
+
+        name = f"t-{uuid.uuid4().hex[:10]}"
+        fsspec.filesystem("s3", **self.options).mkdir(name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    """moto's S3 server in a thread of this process: real HTTP, real s3fs clients, any process."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield S3Server(endpoint=f"http://{host}:{port}",
+                       options={"endpoint_url": f"http://{host}:{port}", "key": "testing", "secret": "testing"})
+    finally:
+        server.stop()

@@ -118,6 +118,14 @@ class Settings(BaseSettings):
     dataset_root: str | None = Field(
         default=None, description="Folder or fsspec URL that dataset locations are relative to; default <home>/datasets."
     )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="fsspec options for a remote artifact or dataset root, as JSON: "
+        '{"endpoint_url": "http://minio:9000"}; credentials usually come from the environment (AWS_ACCESS_KEY_ID).',
+    )
+    artifact_cache: Path | None = Field(
+        default=None, description="Local mirror of a remote artifact or dataset root; default <home>/artifact-cache."
+    )
     heartbeat_s: float = Field(default=5.0, gt=0, description="Seconds between a worker's heartbeats.")
     lease_s: float = Field(default=30.0, gt=0, description="A claim expires this long after the last heartbeat.")
     visibility_timeout_s: int = Field(
@@ -217,6 +225,11 @@ class Settings(BaseSettings):
         """Whether ``artifact_root`` is a local folder rather than an fsspec URL."""
         root = str(self.artifact_root)
         return "://" not in root or root.startswith("file://")
+
+    @property
+    def artifact_cache_dir(self) -> Path:
+        """Where remote artifacts and datasets are mirrored on this machine."""
+        return (self.artifact_cache or self.home / "artifact-cache").expanduser().absolute()
 
     def artifact_path(self, *parts: str) -> str:
         """Join ``parts`` under the artifact root (``/`` separators, so URLs work too)."""
