@@ -119,14 +119,14 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_worker(args: argparse.Namespace) -> int:
     from worker.process import parse_devices, run_worker
 
-    from worker.runner import run_dir
+    from worker.artifacts import Artifacts
 
     settings = _settings(args)
     devices = parse_devices(args.gpus)
     url = _broker_url(settings)
     if url is None:
         raise CliError("no Redis to take jobs from: set SEGBOARD_REDIS_URL, pass --redis-url, or start `segboard up`")
-    run_dir(settings, 0)  # a worker needs a local (or mounted) artifact root: say so before taking jobs
+    Artifacts.from_settings(settings).check()  # an unreachable artifact root: say so before taking jobs
     return run_worker(settings, devices=devices, broker_url=url, loglevel=args.loglevel)
 
 

@@ -4,7 +4,8 @@ Every handler receives the worker context, the job (kind, target ids, params) an
 which it calls between units of work (one run, one member): it raises when the job was
 cancelled, its lease was lost or the worker is stopping. Outputs go under the artifact root,
 written atomically by segcore (a store appears only once complete); running a handler twice
-overwrites its own outputs, so a redelivered job is harmless.
+overwrites its own outputs, so a redelivered job is harmless. With a remote artifact root, inputs
+are fetched into the local mirror and every output is pushed before its location is recorded.
 
 Targets and params:
 
@@ -32,7 +33,7 @@ from typing import Any
 from worker.db.models import Ensemble, PseudoRound, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.db.session import session_scope
 from worker.errors import InvalidInput, NotFound
-from worker.runner import WorkerContext, run_dir
+from worker.runner import WorkerContext
 
 __all__ = [
     "predict_job",
@@ -48,9 +49,8 @@ Check = Callable[[], None]
 
 
 def artifact_dir(ctx: WorkerContext, *parts: str) -> Path:
-    """A folder under the (local) artifact root."""
-    root = Path(str(ctx.settings.artifact_root).removeprefix("file://"))
-    return root.joinpath(*parts)
+    """A folder under the artifact root on this machine (its local mirror for a remote root)."""
+    return ctx.artifacts.local_dir(*parts)
 
 
 def dataset_source(data: Any) -> Any:
@@ -82,14 +82,16 @@ def _trained_run(ctx: WorkerContext, run_id: int) -> tuple[Any, str]:
         if run.status is not RunStatus.SUCCEEDED or not run.checkpoint_dir:
             raise InvalidInput(f"run {run_id} is {run.status.value} and has no final checkpoint; "
                                "queue this job again once it succeeded")
-        return parse_config(run.config), str(run.checkpoint_dir)
+        config, location = parse_config(run.config), str(run.checkpoint_dir)
+    return config, str(ctx.artifacts.fetch(location))
 
 
 def _open(ctx: WorkerContext, config: Any) -> Any:
     from segcore.data.formats import open_dataset
 
-    return open_dataset(config.data.source, classes=config.data.classes, task=config.data.task,
-                        ignore_index=config.data.ignore_index, dataset_root=ctx.settings.dataset_root)
+    source, root = ctx.artifacts.local_source(config.data.source, ctx.settings.dataset_root)
+    return open_dataset(source, classes=config.data.classes, task=config.data.task,
+                        ignore_index=config.data.ignore_index, dataset_root=root)
 
 
 def _tta(params: dict[str, Any]) -> Any:
@@ -99,7 +101,8 @@ def _tta(params: dict[str, Any]) -> Any:
     return TTAPolicy.model_validate(tta) if isinstance(tta, dict) else tta
 
 
-def _predict_split(ctx: WorkerContext, run_id: int, split: str, params: dict[str, Any]) -> tuple[Path, Any, Any]:
+def _predict_split(ctx: WorkerContext, run_id: int, split: str, params: dict[str, Any]) -> tuple[str, Any, Any]:
+    """Predict one split of a run into ``runs/<id>/predictions/<split>[-tta]``; returns its location."""
     from segcore.data.splits import split_ids
     from segcore.errors import DatasetError
     from segcore.inference import predict_to_store
@@ -116,11 +119,11 @@ def _predict_split(ctx: WorkerContext, run_id: int, split: str, params: dict[str
         raise InvalidInput(f"split {split!r} is not known; use 'test' or 'val'")
     tta = _tta(params)
     name = split if tta is None else f"{split}-tta"
-    out = run_dir(ctx.settings, run_id) / "predictions" / name
+    out = ctx.artifacts.local_dir("runs", str(run_id), "predictions", name)
     predict_to_store(checkpoint, load, ids, out, tta=tta, device=ctx.fit_device,
                      batch_size=int(params.get("batch_size", 8)), overwrite=True,
                      meta={"run_id": run_id, "split": split})
-    return out, ds, config
+    return ctx.artifacts.push(out), ds, config
 
 
 def _group_runs(ctx: WorkerContext, group_id: int) -> list[int]:
@@ -143,16 +146,17 @@ def _predict_group(ctx: WorkerContext, group_id: int, params: dict[str, Any], ch
     stores = []
     for run_id in _group_runs(ctx, group_id):
         check()
-        out, _, _ = _predict_split(ctx, run_id, "test", params)
+        location, _, _ = _predict_split(ctx, run_id, "test", params)
         with session_scope(ctx.factory) as s:
-            s.get(Run, run_id).test_store = str(out)
-        stores.append(str(out))
+            s.get(Run, run_id).test_store = location
+        stores.append(ctx.artifacts.fetch(location))
     check()
     out = artifact_dir(ctx, "groups", str(group_id), "test")
     ensemble_to_store(stores, out, method="soft", overwrite=True, meta={"group_id": group_id})
+    location = ctx.artifacts.push(out)
     with session_scope(ctx.factory) as s:
-        s.get(RunGroup, group_id).test_store = str(out)
-    return str(out)
+        s.get(RunGroup, group_id).test_store = location
+    return location
 
 
 def predict_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
@@ -166,13 +170,13 @@ def predict_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
         stores[f"group:{group_id}"] = _predict_group(ctx, group_id, job.params, check)
     for run_id in (_run_ids(job) if not group_ids or job.target.get("run_ids") else []):
         check()
-        out, _, _ = _predict_split(ctx, run_id, split, job.params)
-        stores[str(run_id)] = str(out)
+        location, _, _ = _predict_split(ctx, run_id, split, job.params)
+        stores[str(run_id)] = location
         if split == "test":
             with session_scope(ctx.factory) as s:
                 run = s.get(Run, run_id)
                 if run is not None:
-                    run.test_store = str(out)
+                    run.test_store = location
     return {"split": split, "stores": stores}
 
 
@@ -193,13 +197,14 @@ def evaluate_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
             ds = _open(ctx, config)
             split_ids(ds, config.data.split)  # the split must still be computable on the data
         else:
-            out, ds, config = _predict_split(ctx, run_id, "val", job.params)
-            store = str(out)
-        scores[str(run_id)] = evaluate([store], ds.load_mask, ignore_index=config.data.ignore_index)
+            store, ds, config = _predict_split(ctx, run_id, "val", job.params)
+        scores[str(run_id)] = evaluate([ctx.artifacts.fetch(store)], ds.load_mask,
+                                       ignore_index=config.data.ignore_index)
     return {"scores": scores}
 
 
-def _member_store(ctx: WorkerContext, kind: str, member_id: int) -> str:
+def _member_store(ctx: WorkerContext, kind: str, member_id: int) -> Path:
+    """The local path of a run's, group's or ensemble's test store (fetched when remote)."""
     model = {SourceKind.RUN.value: Run, SourceKind.GROUP.value: RunGroup, SourceKind.ENSEMBLE.value: Ensemble}.get(kind)
     if model is None:
         raise InvalidInput(f"unknown member kind {kind!r}; use run, group or ensemble")
@@ -208,7 +213,7 @@ def _member_store(ctx: WorkerContext, kind: str, member_id: int) -> str:
         store = getattr(obj, "test_store", None) if obj is not None else None
     if not store:
         raise InvalidInput(f"{kind} {member_id} has no test predictions; queue a predict job for it first")
-    return str(store)
+    return ctx.artifacts.fetch(str(store))
 
 
 _METHODS = {"soft": "soft", "weighted": "soft", "geometric": "geometric", "majority": "vote"}
@@ -235,9 +240,10 @@ def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     out = artifact_dir(ctx, "ensembles", str(ensemble_id), "test")
     ensemble_to_store(stores, out, method=method, weights=weights, overwrite=True,
                       meta={"ensemble_id": ensemble_id})
+    location = ctx.artifacts.push(out)
     with session_scope(ctx.factory) as s:
-        set_ensemble_result(s, actor=None, ensemble_id=ensemble_id, status=RunStatus.SUCCEEDED, test_store=str(out))
-    return {"ensemble_id": ensemble_id, "test_store": str(out)}
+        set_ensemble_result(s, actor=None, ensemble_id=ensemble_id, status=RunStatus.SUCCEEDED, test_store=location)
+    return {"ensemble_id": ensemble_id, "test_store": location}
 
 
 def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
@@ -272,8 +278,8 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     else:
         raise InvalidInput(f"pseudo-label round {round_id} has no source dataset; register the dataset and "
                            "train the teacher on it")
-    ds = open_dataset(source, classes=classes, task=task, ignore_index=ignore_index,
-                      dataset_root=ctx.settings.dataset_root)
+    local, root = ctx.artifacts.local_source(source, ctx.settings.dataset_root)
+    ds = open_dataset(local, classes=classes, task=task, ignore_index=ignore_index, dataset_root=root)
     check()
     out = artifact_dir(ctx, "pseudo", str(round_id))
     p = PseudoParams.model_validate(params)
@@ -287,6 +293,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     )
     report_dict = report.to_dict() if hasattr(report, "to_dict") else dict(getattr(report, "__dict__", {}))
     check()
+    location = ctx.artifacts.push(out)
     produced_name = f"{name} (pseudo-labels, round {round_id})"
     with session_scope(ctx.factory) as s:
         try:  # a second execution of the job finds the dataset the first one registered
@@ -294,12 +301,12 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
         except NotFound:
             produced = register_dataset(
                 s, actor=None, name=produced_name,
-                source=MaskFolderSource(root=str(out), ignore_value=ignore_index),
-                classes=classes, ignore_index=ignore_index, check_pixels=False,
+                source=MaskFolderSource(root=location, ignore_value=ignore_index),
+                classes=classes, ignore_index=ignore_index, check_pixels=False, artifacts=ctx.artifacts,
             )
         set_pseudo_round_result(s, actor=None, round_id=round_id, status=RunStatus.SUCCEEDED,
                                 report=_jsonable(report_dict), dataset_id=produced.id)
-    return {"round_id": round_id, "dataset_id": produced.id, "path": str(out)}
+    return {"round_id": round_id, "dataset_id": produced.id, "path": location}
 
 
 def _jsonable(obj: Any) -> Any:
@@ -354,6 +361,7 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
         rows = write_rle_csv(out, masks(), classes=reader.classes)
     else:
         raise InvalidInput(f"submission format {fmt!r} is not known; use class_map or csv_rle")
+    location = ctx.artifacts.push(out)
     with session_scope(ctx.factory) as s:
-        set_submission_file(s, actor=None, submission_id=submission_id, file_path=str(out))
-    return {"submission_id": submission_id, "file": str(out), "rows": rows}
+        set_submission_file(s, actor=None, submission_id=submission_id, file_path=location)
+    return {"submission_id": submission_id, "file": location, "rows": rows}

@@ -83,12 +83,13 @@ def _dataset_import(ctx: WorkerContext, job: JobSnapshot, check: Callable[[], No
     with session_scope(ctx.factory) as s:
         ds = get_dataset(s, dataset_id=dataset_id)
     check()
+    source, root = ctx.artifacts.local_source(dataset_source(ds.source), ctx.settings.dataset_root)
     opened = open_dataset(
-        dataset_source(ds.source),
+        source,
         classes=list(ds.classes),
         task=ds.task.value if hasattr(ds.task, "value") else ds.task,
         ignore_index=ds.ignore_index,
-        dataset_root=ctx.settings.dataset_root,
+        dataset_root=root,
     )
     stats = compute_statistics(opened)
     check()

@@ -2,6 +2,9 @@
 
 The run's folder is ``<artifact_root>/runs/<run_id>/`` (the layout :func:`segcore.training.fit`
 writes). A run that has ``checkpoints/last`` there resumes from it, whoever started it before.
+With a remote artifact root (``s3://...``) the run trains in the local mirror of that folder:
+a resumed run first downloads it, and every checkpoint uploads what changed, so another machine
+can resume it; the locations stored on the run are URLs.
 
 While training, a heartbeat thread renews the claim's lease every ``heartbeat_s``; the step
 callback looks at the database at most once a second for a cancel request, and stops training
@@ -29,6 +32,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.artifacts import Artifacts
 from worker.db.models import LogLevel, Run
 from worker.db.session import make_engine, make_session_factory, session_scope
 from worker.services import lifecycle, workers
@@ -83,6 +87,14 @@ class WorkerContext:
     current_id: int | None = None
     current_kind: str = "run"
     on_stuck: Callable[[], None] | None = None
+    _artifacts: Artifacts | None = dataclasses.field(default=None, repr=False)
+
+    @property
+    def artifacts(self) -> Artifacts:
+        """The artifact root (local folder or its mirror), built on first use."""
+        if self._artifacts is None:
+            self._artifacts = Artifacts.from_settings(self.settings)
+        return self._artifacts
 
     @classmethod
     def create(
@@ -100,18 +112,11 @@ class WorkerContext:
 
 
 def run_dir(settings: Settings, run_id: int) -> Path:
-    """``<artifact_root>/runs/<run_id>``: the run folder that ``fit`` writes.
+    """``<artifact_root>/runs/<run_id>`` on this machine: the run folder that ``fit`` writes.
 
-    Raises:
-        ValueError: the artifact root is not a local folder.
+    For a remote artifact root this is the folder's local mirror.
     """
-    if not settings.artifact_root_is_local:
-        raise ValueError(
-            f"artifact_root {settings.artifact_root!r} is not a local folder; training writes its run "
-            "folder locally: mount the shared storage (NFS, s3fs) and set SEGBOARD_ARTIFACT_ROOT to its path"
-        )
-    root = str(settings.artifact_root).removeprefix("file://")
-    return Path(root) / "runs" / str(run_id)
+    return Artifacts.from_settings(settings).local_dir("runs", str(run_id))
 
 
 class LeaseKeeper(threading.Thread):
@@ -189,11 +194,14 @@ class _Stop(enum.Enum):
 class _Progress:
     """The callbacks ``fit`` calls: progress into the database, and the reasons to stop."""
 
-    def __init__(self, ctx: WorkerContext, token: ClaimToken, keeper: LeaseKeeper, monitor: str) -> None:
+    def __init__(
+        self, ctx: WorkerContext, token: ClaimToken, keeper: LeaseKeeper, monitor: str, workdir: Path
+    ) -> None:
         from segcore.training import StopTraining
 
         self._StopTraining = StopTraining
         self.ctx = ctx
+        self.workdir = workdir
         self.token = token
         self.keeper = keeper
         self.monitor = monitor
@@ -274,7 +282,10 @@ class _Progress:
 
     def on_checkpoint(self, path: Path, best: bool) -> None:
         if not best:
-            self._write(lifecycle.record_checkpoint, checkpoint_dir=str(path))
+            arts = self.ctx.artifacts
+            if not arts.is_local:  # upload before recording, so the recorded checkpoint is there to resume from
+                arts.push(self.workdir)
+            self._write(lifecycle.record_checkpoint, checkpoint_dir=arts.location(path))
 
     def on_log(self, line: str) -> None:
         with session_scope(self.ctx.factory) as s:
@@ -312,7 +323,7 @@ def execute_run(ctx: WorkerContext, *, run_id: int) -> RunOutcome:
         What happened; a run that is not claimable is ``SKIPPED`` without any change.
     """
     settings = ctx.settings
-    workdir = run_dir(settings, run_id)  # refuses an unusable artifact root before claiming anything
+    workdir = ctx.artifacts.local_dir("runs", str(run_id))
     with session_scope(ctx.factory) as s:
         token = lifecycle.claim_run(
             s, run_id=run_id, worker_name=ctx.worker_name, device=ctx.device, lease_s=settings.lease_s
@@ -323,7 +334,7 @@ def execute_run(ctx: WorkerContext, *, run_id: int) -> RunOutcome:
         assert run is not None
         config_data = dict(run.config)
         attempt = run.attempt
-        run.artifact_dir = str(workdir)
+        run.artifact_dir = ctx.artifacts.location(workdir)
 
     ctx.current_id, ctx.current_kind = run_id, "run"
     try:
@@ -355,7 +366,12 @@ def _train(
         from segcore.training import fit
 
         config = parse_config(config_data)
-        progress = _Progress(ctx, token, keeper, config.evaluation.monitor)
+        progress = _Progress(ctx, token, keeper, config.evaluation.monitor, workdir)
+        arts = ctx.artifacts
+        source, dataset_root = arts.local_source(config.data.source, settings.dataset_root)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"source": source})})
+        if not arts.is_local and arts.exists(arts.location(workdir / "checkpoints" / "last")):
+            arts.fetch(arts.location(workdir))  # an earlier attempt, maybe on another machine
         resume = (workdir / "checkpoints" / "last").is_dir()
         with session_scope(ctx.factory) as s:
             lifecycle.record_log(
@@ -367,7 +383,7 @@ def _train(
         result = fit(
             config,
             workdir,
-            dataset_root=settings.dataset_root,
+            dataset_root=dataset_root,
             callbacks=[progress],
             resume=resume,
             device=ctx.fit_device,
@@ -397,14 +413,22 @@ def _train(
     if result.status == "stopped":
         reason = progress.stop_reason if progress is not None else None
         return _stopped(ctx, token, reason or _Stop.CANCEL)
+    arts = ctx.artifacts
+    try:
+        arts.push(workdir)
+    except Exception as exc:  # noqa: BLE001 - the storage is unreachable: the run cannot be used elsewhere
+        with session_scope(ctx.factory) as s:
+            if not lifecycle.fail_run(s, token=token, error_message=f"trained, but {describe_error(exc)}"):
+                return RunOutcome.LOST
+        return RunOutcome.FAILED
     with session_scope(ctx.factory) as s:
         ok = lifecycle.finish_run(
             s,
             token=token,
             best_metrics=result.best_metrics,
             monitor=config.evaluation.monitor,
-            checkpoint_dir=str(result.best_checkpoint) if result.best_checkpoint else None,
-            val_store=str(result.val_store) if result.val_store else None,
+            checkpoint_dir=arts.location(result.best_checkpoint) if result.best_checkpoint else None,
+            val_store=arts.location(result.val_store) if result.val_store else None,
             dataset_fingerprint=result.dataset_fingerprint,
             images_per_s=result.images_per_s,
             epochs_run=result.epochs_run,
@@ -424,8 +448,7 @@ def _update_group_oof(ctx: WorkerContext, run_id: int) -> None:
             if run is None or run.group_id is None:
                 return
             group = groups.build_group_oof(
-                s, actor=None, group_id=run.group_id, artifact_root=str(ctx.settings.artifact_root),
-                dataset_root=ctx.settings.dataset_root,
+                s, actor=None, group_id=run.group_id, artifacts=ctx.artifacts, dataset_root=ctx.settings.dataset_root,
             )
             if group is not None:
                 lifecycle.record_log(

@@ -13,6 +13,7 @@ Import the fixtures a test module uses by name (``from .queue_fixtures import q_
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -195,6 +196,10 @@ def child_env(settings: Any) -> dict[str, str]:
     })
     if settings.redis_url:
         env["SEGBOARD_REDIS_URL"] = str(settings.redis_url)
+    if settings.storage_options:
+        env["SEGBOARD_STORAGE_OPTIONS"] = json.dumps(settings.storage_options)
+    if settings.artifact_cache is not None:
+        env["SEGBOARD_ARTIFACT_CACHE"] = str(settings.artifact_cache)
     return env
 
 

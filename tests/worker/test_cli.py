@@ -85,14 +85,16 @@ def test_submit_list_cancel_requeue_logs(env: Any, tmp_path: Path, capsys: pytes
         (["submit", "/nonexistent/exp.yaml"], "cannot read config file"),
         (["submit", "CFG", "--seeds", "a,b"], "--seeds"),
         (["worker", "--gpus", "zero"], "not a GPU index"),
-        (["worker", "--redis-url", "redis://127.0.0.1:1/0"], "is not a local folder"),
+        (["worker", "--redis-url", "redis://127.0.0.1:1/0"], "cannot reach the artifact root s3://bucket/segboard"),
     ],
 )
 def test_errors_are_one_line_with_exit_2(env: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                          monkeypatch: pytest.MonkeyPatch, args: list[str], message: str) -> None:
     run(capsys, "db", "upgrade")
     if args[0] == "worker" and "--redis-url" in args:
-        monkeypatch.setenv("SEGBOARD_ARTIFACT_ROOT", "s3://bucket/segboard")
+        monkeypatch.setenv("SEGBOARD_ARTIFACT_ROOT", "s3://bucket/segboard")  # no S3 server listens there
+        monkeypatch.setenv("SEGBOARD_STORAGE_OPTIONS", '{"endpoint_url": "http://127.0.0.1:1", "key": "k", '
+                           '"secret": "s", "config_kwargs": {"retries": {"max_attempts": 1}}}')
     args = [_config_file(tmp_path, tiny_config({"format": "coco", "root": "/x"})) if a == "CFG" else a for a in args]
     code, out, err = run(capsys, *args)
     assert code == 2

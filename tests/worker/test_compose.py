@@ -83,6 +83,6 @@ def test_required_variables_fail_with_a_message(name: str, required: set[str]) -
 
 def test_dockerfile_installs_the_cli() -> None:
     text = (REPO / "Dockerfile").read_text()
-    assert "requirements/torch.txt" in text and "pip install ." in text
+    assert "requirements/torch.txt" in text and "pip install '.[s3]'" in text
     compose = _load("docker-compose.yml")
     assert compose["x-segboard"]["build"] == "."

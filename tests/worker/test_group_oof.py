@@ -9,6 +9,7 @@ from segcore.config import parse_config
 from segcore.data.formats import open_dataset
 from segcore.data.splits import fold_assignment
 from segcore.inference.store import ProbabilityStore
+from worker.artifacts import Artifacts
 from worker.db.models import Run, RunStatus
 from worker.services import experiments, groups
 
@@ -42,11 +43,11 @@ def test_oof_is_built_once_every_fold_run_has_ended(session, tiny_config, tmp_pa
     runs[0].status = RunStatus.SUCCEEDED
     runs[1].status = RunStatus.RUNNING
     session.flush()
-    assert groups.build_group_oof(session, actor=None, group_id=group_id, artifact_root=str(tmp_path)) is None
+    assert groups.build_group_oof(session, actor=None, group_id=group_id, artifacts=Artifacts(str(tmp_path), cache=tmp_path / "cache")) is None
 
     runs[1].status = RunStatus.SUCCEEDED
     session.flush()
-    group = groups.build_group_oof(session, actor=None, group_id=group_id, artifact_root=str(tmp_path))
+    group = groups.build_group_oof(session, actor=None, group_id=group_id, artifacts=Artifacts(str(tmp_path), cache=tmp_path / "cache"))
     assert group is not None and group.oof_store
     oof = ProbabilityStore.open(group.oof_store)
     assert sorted(oof.ids) == sorted(ds.ids)  # the union covers every labelled image once

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
+from worker.artifacts import Artifacts, local_path, local_source
 from worker.errors import InvalidInput
 from worker.schemas import EnsembleMember, PseudoParams
 
@@ -29,7 +30,7 @@ __all__ = ["METHOD_TO_SEGCORE", "score_candidate", "preview_pseudo_round", "pseu
 METHOD_TO_SEGCORE = {"soft": "soft", "weighted": "soft", "geometric": "geometric", "majority": "vote"}
 
 
-def _open_dataset(session: Session, dataset_id: int, dataset_root: str | None) -> Any:
+def _open_dataset(session: Session, dataset_id: int, dataset_root: str | None, artifacts: Artifacts | None) -> Any:
     from pydantic import TypeAdapter
 
     from segcore.config import DatasetSource
@@ -38,6 +39,7 @@ def _open_dataset(session: Session, dataset_id: int, dataset_root: str | None) -
 
     ds = datasets.get_dataset(session, dataset_id=dataset_id)
     source = TypeAdapter(DatasetSource).validate_python(ds.source)
+    source, dataset_root = local_source(artifacts, source, dataset_root)
     return ds, open_dataset(source, classes=ds.classes, task=ds.task.value, ignore_index=ds.ignore_index,
                             dataset_root=dataset_root)
 
@@ -71,6 +73,7 @@ def score_candidate(
     method: str,
     weight_search: str = "none",
     dataset_root: str | None = None,
+    artifacts: Artifacts | None = None,
 ) -> dict[str, Any]:
     """Score a candidate ensemble on its members' stored validation / OOF probabilities.
 
@@ -80,6 +83,7 @@ def score_candidate(
         weight_search: ``none``, ``greedy`` (forward selection with replacement) or ``optimize``
             (coordinate search); the found weights replace the given ones.
         dataset_root: The folder relative dataset roots are resolved against (the settings').
+        artifacts: The artifact root, to fetch stores kept in a remote one (None: stores are local paths).
 
     Returns:
         ``{"metric": "miou"|"dice", "score", "per_class", "weights", "n_images",
@@ -111,8 +115,8 @@ def score_candidate(
     dataset_ids = {ds for _, _, _, ds, _ in infos if ds is not None}
     if len(dataset_ids) != 1:
         raise InvalidInput(f"the members come from datasets {sorted(dataset_ids) or 'unknown'}; pick one dataset")
-    ds, dataset = _open_dataset(session, dataset_ids.pop(), dataset_root)
-    readers = seg.check_members([store for _, _, store, _, _ in infos])
+    ds, dataset = _open_dataset(session, dataset_ids.pop(), dataset_root, artifacts)
+    readers = seg.check_members([local_path(artifacts, store) for _, _, store, _, _ in infos])
     weights = [m.weight for m in parsed] if method == "weighted" else None
     search = None
     if weight_search != "none":
@@ -184,6 +188,7 @@ def preview_pseudo_round(
     params: PseudoParams | dict[str, Any],
     samples: int = 4,
     dataset_root: str | None = None,
+    artifacts: Artifacts | None = None,
 ) -> dict[str, Any]:
     """What a pseudo-label round would produce from a teacher's stored test probabilities (writes nothing).
 
@@ -208,11 +213,11 @@ def preview_pseudo_round(
         )
     if dataset_id is None:
         raise InvalidInput(f"{teacher_kind} {name} is not tied to a registered dataset")
-    ds, dataset = _open_dataset(session, dataset_id, dataset_root)
+    ds, dataset = _open_dataset(session, dataset_id, dataset_root, artifacts)
     if not dataset.test_ids:
         raise InvalidInput(f"dataset {ds.name} has no unlabelled test images to pseudo-label")
     filters = pseudo_filters(p, len(ds.classes), ds.classes)
-    reader = ProbabilityStore.open(store)
+    reader = ProbabilityStore.open(local_path(artifacts, store))
     ids = list(reader.ids)[: p.limit] if p.limit else None
     report = make_pseudo_labels(reader, dataset.test_image_path, preview=True, ignore_index=ds.ignore_index,
                                 ids=ids, **filters)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from segcore.config import DatasetSource, TaskType, format_validation_error
 from segcore.errors import DatasetError
+from worker.artifacts import Artifacts, local_source
 from worker.db.models import Dataset, TaskKind
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import DatasetRead
@@ -49,6 +50,7 @@ def register_dataset(
     ignore_index: int = 255,
     dataset_root: str | Path | None = None,
     check_pixels: bool = True,
+    artifacts: Artifacts | None = None,
 ) -> DatasetRead:
     """Validate a dataset on disk and register it; an invalid dataset is refused whole.
 
@@ -61,6 +63,8 @@ def register_dataset(
         ignore_index: Label value of unlabelled pixels.
         dataset_root: Folder a relative ``source.root`` is resolved against (the settings' one).
         check_pixels: Decode every image and mask (slower, finds truncated files).
+        artifacts: Mirrors a source (or dataset root) given as a remote URL for validation; the
+            stored source keeps the URL. None: the source must be local.
 
     Raises:
         InvalidInput: the source, task or name is invalid, or validation found errors (all listed).
@@ -80,8 +84,9 @@ def register_dataset(
     src = _parse_source(source)
     if session.scalar(sa.select(Dataset.id).where(Dataset.name == name)) is not None:
         raise Conflict(f"a dataset named {name!r} is registered already; choose another name")
+    local, dataset_root = local_source(artifacts, src, None if dataset_root is None else str(dataset_root))
     report = validate_dataset(
-        src,
+        local,
         classes=list(classes) if classes is not None else None,
         task=task,
         ignore_index=ignore_index,
@@ -97,7 +102,7 @@ def register_dataset(
         raise InvalidInput("the dataset's classes could not be derived from the data; list them in `classes`")
     try:
         fingerprint = open_dataset(
-            src, classes=final_classes, task=task, ignore_index=ignore_index, dataset_root=dataset_root
+            local, classes=final_classes, task=task, ignore_index=ignore_index, dataset_root=dataset_root
         ).fingerprint()
     except DatasetError as exc:
         raise InvalidInput(f"the dataset passed validation but cannot be opened: {exc}") from exc

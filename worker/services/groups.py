@@ -14,6 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from worker.artifacts import Artifacts
 from worker.db.models import METRIC_KINDS, Run, RunGroup, RunStatus
 from worker.errors import InvalidInput
 from worker.schemas import GroupRead, MetricStat
@@ -176,13 +177,14 @@ def refresh_group_metrics(session: Session, *, actor: int | None, group_id: int)
     return get_group(session, group_id=group.id)
 
 
-def build_group_oof(session: Session, *, actor: int | None, group_id: int, artifact_root: str,
+def build_group_oof(session: Session, *, actor: int | None, group_id: int, artifacts: Artifacts,
                     dataset_root: str | None = None) -> GroupRead | None:
     """Assemble and score a group's out-of-fold store once every member run has ended.
 
     The OOF store is the union of the succeeded members' validation stores (an image predicted by
     several seeds gets their mean), written to ``<artifact_root>/groups/<id>/oof`` and scored with
-    every metric kind against the dataset's ground truth. Reads stored probabilities only.
+    every metric kind against the dataset's ground truth. Reads stored probabilities only (fetched
+    from a remote artifact root when it is one).
 
     Returns:
         The updated group, or None while members are still queued or running, or when no member
@@ -191,8 +193,6 @@ def build_group_oof(session: Session, *, actor: int | None, group_id: int, artif
     Raises:
         NotFound: no such group.
     """
-    from pathlib import Path
-
     from segcore.config import parse_config
     from segcore.data.formats import open_dataset
     from segcore.oof import assemble_oof, score_store
@@ -201,18 +201,20 @@ def build_group_oof(session: Session, *, actor: int | None, group_id: int, artif
     runs = session.scalars(sa.select(Run).where(Run.group_id == group.id).order_by(Run.id)).all()
     if not runs or any(r.status in (RunStatus.QUEUED, RunStatus.RUNNING) for r in runs):
         return None
-    done = [r for r in runs if r.status is RunStatus.SUCCEEDED and r.val_store and Path(r.val_store).is_dir()]
+    done = [r for r in runs if r.status is RunStatus.SUCCEEDED and artifacts.exists(r.val_store)]
     if not done:
         return None
-    out = Path(artifact_root) / "groups" / str(group.id) / "oof"
-    reader = assemble_oof([r.val_store for r in done], out, meta={"group_id": group.id, "runs": [r.id for r in done]})
+    out = artifacts.local_dir("groups", str(group.id), "oof")
+    reader = assemble_oof([artifacts.fetch(str(r.val_store)) for r in done], out,
+                          meta={"group_id": group.id, "runs": [r.id for r in done]})
     cfg = parse_config(done[0].config)
+    source, root = artifacts.local_source(cfg.data.source, dataset_root)
     dataset = open_dataset(
-        cfg.data.source, classes=cfg.data.classes, task=cfg.data.task, ignore_index=cfg.data.ignore_index,
-        dataset_root=dataset_root,
+        source, classes=cfg.data.classes, task=cfg.data.task, ignore_index=cfg.data.ignore_index, dataset_root=root,
     )
     metrics = score_store(reader, dataset.load_mask, ignore_index=cfg.data.ignore_index,
                           threshold=cfg.evaluation.threshold)
     metrics["num_images"] = len(reader.ids)
     metrics["members"] = [r.id for r in done]
-    return set_group_oof(session, actor=actor, group_id=group.id, oof_store=str(out), oof_metrics=metrics)
+    location = artifacts.push(out)
+    return set_group_oof(session, actor=actor, group_id=group.id, oof_store=location, oof_metrics=metrics)

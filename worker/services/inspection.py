@@ -61,6 +61,7 @@ from segcore.analysis import (
 )
 from segcore.errors import ConfigError, DatasetError, EnsembleError, SegcoreError, StoreError
 from segcore.io import atomic_write_text
+from worker.artifacts import ArtifactError, Artifacts
 from worker.db.models import Ensemble, Run, RunGroup, RunStatus, SourceKind
 from worker.errors import InvalidInput, NotFound
 from worker.services._common import get_or_raise
@@ -227,10 +228,11 @@ def _store_identity(path: str) -> dict[str, Any]:
 
 
 def _store_path(settings: Settings, path: str) -> str:
-    p = str(path).removeprefix("file://")
-    if not Path(p).is_absolute():
-        p = str(Path(str(settings.artifact_root).removeprefix("file://")) / p)
-    return p
+    """A local path to the store: relative to the artifact root, fetched when that root is remote."""
+    try:
+        return str(Artifacts.from_settings(settings).fetch(path))
+    except ArtifactError as exc:
+        raise StoreError(str(exc)) from exc
 
 
 def _open_store(settings: Settings, path: str | None, what: str, hint: str) -> tuple[Any, dict[str, Any]]:
@@ -303,12 +305,13 @@ def _open_dataset(settings: Settings, config: Any, what: str) -> Any:
     data = config.data
 
     def make() -> Any:
-        return open_dataset(data.source, classes=data.classes, task=data.task, ignore_index=data.ignore_index,
-                            dataset_root=settings.dataset_root)
+        source, root = Artifacts.from_settings(settings).local_source(data.source, settings.dataset_root)
+        return open_dataset(source, classes=data.classes, task=data.task, ignore_index=data.ignore_index,
+                            dataset_root=root)
 
     try:
         return _RECENT.get(_data_key(settings, config, "dataset:"), make)
-    except (DatasetError, OSError) as exc:
+    except (DatasetError, OSError, ArtifactError) as exc:
         raise InvalidInput(
             f"the ground truth of {what} cannot be read: {exc}. The dataset was moved or deleted under the "
             f"dataset root {settings.dataset_root}; restore it there (or register it again) and reload"
