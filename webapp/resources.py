@@ -18,6 +18,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
@@ -26,6 +27,7 @@ import streamlit as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from webapp import state
+from worker.artifacts import Artifacts
 from worker.settings import Settings, get_settings
 
 __all__ = [
@@ -82,6 +84,17 @@ def _factory(database_url: str, _settings: Settings) -> sessionmaker[Session]:
 
     engine = make_engine(_settings, pool_pre_ping=True)
     return make_session_factory(engine)
+
+
+@st.cache_resource(show_spinner=False)
+def _artifacts(root: str, cache: str, options: str, _settings: Settings) -> Artifacts:
+    return Artifacts.from_settings(_settings)
+
+
+def artifacts() -> Artifacts:
+    """The artifact root: stored locations are fetched through it when it is remote (s3://...)."""
+    s = app_settings()
+    return _artifacts(str(s.artifact_root), str(s.artifact_cache_dir), json.dumps(s.storage_options, sort_keys=True), s)
 
 
 def session_factory() -> sessionmaker[Session]:
@@ -189,6 +202,7 @@ def reset() -> None:
     _celery_app.clear()
     _factory.clear()
     _settings.clear()
+    _artifacts.clear()
 
 
 # ---------------------------------------------------------------------------------------------

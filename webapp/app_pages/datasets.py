@@ -23,6 +23,7 @@ from webapp.components.layout import fmt_time, member_names, page_header
 from webapp.components.overlays import classes_present, overlay_mask, render_legend
 from webapp.components.samples import augmentation_samples, open_registered, statistics_of
 from webapp.errors import guard
+from worker.artifacts import is_url
 
 __all__ = ["render", "build_source"]
 
@@ -122,16 +123,19 @@ def _register_form() -> None:
             if upload is None:
                 raise ValueError("choose an archive to upload, or register from a server path")
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
-            dest = Path(str(settings.dataset_root)) / "uploads" / f"{_slug(name)}-{stamp}"
+            arts, base = resources.artifacts(), str(settings.dataset_root).rstrip("/")
+            sub = f"uploads/{_slug(name)}-{stamp}"
+            dest = arts.mirror(f"{base}/{sub}") if is_url(base) else Path(base) / sub
             extracted = extract_archive(upload.getvalue(), upload.name, dest)
-            root = str(dataset_folder(extracted))
+            # a remote dataset root gets the unpacked files, so that workers on other machines find them
+            root = arts.push(dataset_folder(extracted)) if is_url(base) else str(dataset_folder(extracted))
         elif not (root or "").strip():
             raise ValueError("type the dataset's folder on the server")
         source = build_source(fmt, root.strip(), fields)
         with st.spinner("Validating every file..."):
             ds = resources.write(svc.register_dataset, name=name, source=source, classes=classes, task=task,
                                  ignore_index=int(ignore_index), dataset_root=settings.dataset_root,
-                                 check_pixels=check_pixels)
+                                 check_pixels=check_pixels, artifacts=resources.artifacts())
     if outcome.failed:
         if extracted is not None:  # nothing half-registered: the unpacked upload goes too
             shutil.rmtree(extracted, ignore_errors=True)

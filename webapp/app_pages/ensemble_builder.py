@@ -199,7 +199,8 @@ def _builder() -> None:
         with guard("Scoring the candidate") as outcome, st.spinner("Combining the stored predictions..."):
             result = resources.read(scorer, members=[{"kind": m["kind"], "id": m["id"], "weight": m.get("weight", 1.0)}
                                                      for m in members],
-                                    method=method, weight_search=search, dataset_root=settings.dataset_root)
+                                    method=method, weight_search=search, dataset_root=settings.dataset_root,
+                                    artifacts=resources.artifacts())
         if not outcome.failed:
             state.put(state.ENSEMBLE_CANDIDATE, {"signature": signature, "result": result})
     candidate = state.get(state.ENSEMBLE_CANDIDATE)

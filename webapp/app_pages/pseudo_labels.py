@@ -232,7 +232,8 @@ def render() -> None:
                 with guard("Previewing the round") as outcome, st.spinner("Filtering the teacher's predictions..."):
                     result = resources.read(preview_fn, teacher_kind=teacher["kind"], teacher_id=teacher["id"],
                                             params=params, samples=4,
-                                            dataset_root=resources.app_settings().dataset_root)
+                                            dataset_root=resources.app_settings().dataset_root,
+                                            artifacts=resources.artifacts())
                 if not outcome.failed:
                     state.put(state.PSEUDO_PREVIEW, {"signature": signature, "result": result})
             preview = state.get(state.PSEUDO_PREVIEW)

@@ -29,23 +29,16 @@ def _k(name: str) -> str:
     return state.widget_key(PAGE, name)
 
 
-def artifact_files(folder: str | None, *, limit: int = 200) -> list[tuple[str, int, Path]]:
-    """Files under a local artifact folder as ``(relative path, bytes, absolute path)``, sorted.
+def artifact_files(folder: str | None, *, limit: int = 200) -> list[tuple[str, int, str]]:
+    """Files under an artifact folder as ``(relative path, bytes, location)``, sorted.
 
-    Returns an empty list for None, a missing folder or a non-local (fsspec URL) location.
+    The folder may be local or in a remote artifact root (listed there, nothing is downloaded).
+    Returns an empty list for None or a missing folder.
     """
-    if not folder or ("://" in folder and not folder.startswith("file://")):
+    if not folder:
         return []
-    root = Path(folder.removeprefix("file://"))
-    if not root.is_dir():
-        return []
-    out = []
-    for p in sorted(root.rglob("*")):
-        if p.is_file():
-            out.append((str(p.relative_to(root)), p.stat().st_size, p))
-            if len(out) >= limit:
-                break
-    return out
+    base = str(folder).rstrip("/")
+    return [(rel, size, f"{base}/{rel}") for rel, size in resources.artifacts().files(folder)[:limit]]
 
 
 def _pick_run() -> int | None:
@@ -137,17 +130,19 @@ def _artifacts(run) -> None:
     st.dataframe(pd.DataFrame([{"artifact": k, "location": v or "–"} for k, v in locations.items()]),
                  hide_index=True, width="stretch", key=_k("locations"))
     if not files:
-        st.caption("No files to download here yet (or the artifact root is remote; use its own tools).")
+        st.caption("No files to download here yet.")
         return
     choices = {rel: (size, path) for rel, size, path in files}
     rel = st.selectbox("File", list(choices), key=_k("file"),
                        format_func=lambda r: f"{r} ({choices[r][0] / 1024:.1f} KiB)")
-    size, path = choices[rel]
+    size, location = choices[rel]
     if size > MAX_DOWNLOAD_BYTES:
-        st.info(f"{rel} is {size / 2**20:.0f} MiB; copy it from {path} on the server.")
+        st.info(f"{rel} is {size / 2**20:.0f} MiB; copy it from {location}.")
         return
-    st.download_button(f"Download {Path(rel).name}", data=path.read_bytes(), file_name=Path(rel).name,
-                       key=_k("download"))
+    with guard(f"Reading {rel}") as outcome:
+        data = resources.artifacts().fetch(location).read_bytes()
+    if not outcome.failed:
+        st.download_button(f"Download {Path(rel).name}", data=data, file_name=Path(rel).name, key=_k("download"))
 
 
 def _logs(run) -> None:

@@ -26,6 +26,7 @@ def _opened(dataset_id: int, fingerprint: str | None, _ds: Any, dataset_root: st
     from segcore.data.formats import open_dataset
 
     source = TypeAdapter(DatasetSource).validate_python(_ds.source)
+    source, dataset_root = resources.artifacts().local_source(source, dataset_root)  # a remote one is mirrored
     return open_dataset(source, classes=_ds.classes, task=_ds.task.value, ignore_index=_ds.ignore_index,
                         dataset_root=dataset_root)
 

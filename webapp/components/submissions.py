@@ -38,9 +38,15 @@ def store_tta(path: str | None) -> tuple[bool, Any]:
     from segcore.errors import StoreError
     from segcore.inference.store import ProbabilityStore
 
+    from worker.artifacts import ArtifactError, is_url
+
     try:
-        return True, ProbabilityStore.open(path).tta
-    except (StoreError, OSError):
+        if is_url(path):  # opening reads only the manifest: fetch just that file
+            local = resources.artifacts().fetch(path.rstrip("/") + "/manifest.json").parent
+        else:
+            local = resources.artifacts().fetch(path)
+        return True, ProbabilityStore.open(local).tta
+    except (StoreError, OSError, ArtifactError):
         return False, None
 
 
