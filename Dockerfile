@@ -20,7 +20,7 @@ COPY pyproject.toml README.md ./
 COPY segcore segcore
 COPY worker worker
 COPY webapp webapp
-RUN pip install . && useradd --create-home --uid 1000 segboard && mkdir -p /var/lib/segboard && chown segboard /var/lib/segboard
+RUN pip install '.[s3]' && useradd --create-home --uid 1000 segboard && mkdir -p /var/lib/segboard && chown segboard /var/lib/segboard
 
 USER segboard
 EXPOSE 8501

@@ -85,7 +85,7 @@ class Precision(str, enum.Enum):
 
 
 class _SourceBase(_Strict):
-    root: str = Field(description="Dataset folder: absolute, relative to the dataset root, or an fsspec URL.")
+    root: str = Field(description="Dataset folder: absolute or relative to the dataset root. Local only; SegBoard workers mirror an fsspec URL (s3://...) first.")
     test_images: str | None = Field(
         default=None, description="Folder (relative to root) of unlabeled test images, if any."
     )

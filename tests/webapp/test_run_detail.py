@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 
 def test_run_page_shows_metrics_curves_and_per_class(seeded, ui):
@@ -107,3 +108,34 @@ def test_unknown_run_id(seeded, ui):
     at = ui.open_page("run_detail", actor=seeded["ada"], run=99999)
     ui.no_exceptions(at)
     assert any("Run 99999 does not exist" in e.value for e in at.error)
+
+
+def test_artifacts_in_an_s3_root_are_listed_and_downloaded(seeded, ui, s3_server, monkeypatch, tmp_path):
+    from webapp import resources
+    from worker.artifacts import Artifacts
+    from worker.db.models import Run
+
+    root = f"s3://{s3_server.bucket()}/segboard"
+    monkeypatch.setenv("SEGBOARD_ARTIFACT_ROOT", root)
+    monkeypatch.setenv("SEGBOARD_STORAGE_OPTIONS", json.dumps(s3_server.options))
+    resources.reset()
+    # a worker on another box trained the run and uploaded its folder
+    box = Artifacts(root, cache=tmp_path / "gpu-box", storage_options=s3_server.options)
+    folder = box.local_dir("runs", str(seeded["fpn_run"]))
+    (folder / "checkpoints" / "best").mkdir(parents=True)
+    (folder / "checkpoints" / "best" / "metrics.json").write_text('{"miou": 0.78}')
+    (folder / "train.log").write_text("epoch 1\n")
+    location = box.push(folder)
+    with ui.scope() as s:
+        s.get(Run, seeded["fpn_run"]).artifact_dir = location
+
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    ui.no_exceptions(at)
+    locations = next(t.value for t in at.dataframe if "artifact" in t.value.columns)
+    assert locations.set_index("artifact").loc["run folder", "location"] == location
+    pick = next(s for s in at.selectbox if s.label == "File")
+    assert pick.options[0].startswith("checkpoints/best/metrics.json") and len(pick.options) == 2
+    buttons = at.get("download_button")
+    assert len(buttons) == 1 and "metrics.json" in buttons[0].proto.label
+    mirrored = Path(str(resources.app_settings().artifact_cache_dir)) / "s3"
+    assert (next(mirrored.rglob("metrics.json"))).read_text() == '{"miou": 0.78}'  # fetched from the bucket
