@@ -45,6 +45,7 @@ import numpy as np
 
 from segcore.errors import EnsembleError
 from segcore.inference.store import ProbabilityStore, StoreReader
+from segcore.scores import class_scores, confusion, confusion_tp_fp_fn, nan_mean
 
 __all__ = [
     "Method",
@@ -331,27 +332,14 @@ def ensemble_to_store(
 # ---------------------------------------------------------------- scoring
 
 
-def _confusion(pred: np.ndarray, target: np.ndarray, num_classes: int) -> np.ndarray:
-    """C x C int64 confusion (rows: truth, columns: prediction) of valid pixels (1-D int arrays)."""
-    idx = target.astype(np.int64) * num_classes + pred.astype(np.int64)
-    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
-
-
 def _mean_iou(cm: np.ndarray) -> tuple[float, np.ndarray]:
-    tp = np.diag(cm).astype(np.float64)
-    union = cm.sum(0) + cm.sum(1) - tp
-    with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(union > 0, tp / np.maximum(union, 1), np.nan)
-    valid = ~np.isnan(iou)
-    return (float(iou[valid].mean()) if valid.any() else math.nan), iou
+    iou = class_scores(*confusion_tp_fp_fn(cm))["iou"]
+    return nan_mean(iou), iou
 
 
 def _mean_dice(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> tuple[float, np.ndarray]:
-    tp, fp, fn = (x.astype(np.float64) for x in (tp, fp, fn))
-    den = 2 * tp + fp + fn
-    dice = np.where(den > 0, 2 * tp / np.maximum(den, 1), np.nan)
-    valid = ~np.isnan(dice)
-    return (float(dice[valid].mean()) if valid.any() else math.nan), dice
+    dice = class_scores(tp, fp, fn)["dice"]
+    return nan_mean(dice), dice
 
 
 def _target(targets: Targets, image_id: str) -> np.ndarray:
@@ -398,7 +386,7 @@ def evaluate(
         _check_target(t, image_id, task, c, readers[0].size(image_id))
         if task == "multiclass":
             keep = (t != ignore_index) & (t >= 0) & (t < c)
-            cm += _confusion(labels[keep], t[keep], c)
+            cm += confusion(labels[keep], t[keep], c)
         else:
             p, g = labels.astype(bool), t.astype(bool)
             tp += (p & g).sum((1, 2))
@@ -536,7 +524,7 @@ class SearchCache:
                     pred[better] = k
                     np.maximum(best, t[:, k], out=best)
                 v = self.valid[a : a + self._chunk]
-                cm += _confusion(pred[v], self.target[a : a + self._chunk][v], self.num_classes)
+                cm += confusion(pred[v], self.target[a : a + self._chunk][v], self.num_classes)
             return _mean_iou(cm)[0]
         thr = (self.thresholds * 255.0 * weight_sum).astype(np.float32)[None, :, None, None]
         pred = total >= thr - 1e-3

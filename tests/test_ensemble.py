@@ -150,21 +150,6 @@ def test_ensemble_to_store_streams_and_records(members, tmp_path):
     assert votes.read(stores[0].ids[0]).sum(0).max() == pytest.approx(1.0, abs=0.01)
 
 
-def test_scores_agree_with_metrics_module(members):
-    torch = pytest.importorskip("torch")
-    from segcore.ensemble import _confusion, _mean_iou
-    from segcore.metrics import confusion_matrix, scores_from_confusion
-
-    rng = np.random.default_rng(0)
-    pred, target = rng.integers(0, 4, 500), rng.integers(0, 4, 500)
-    target[:50] = 3
-    pred[pred == 2] = 1  # class 2 never predicted
-    cm = _confusion(pred, target, 4)
-    np.testing.assert_array_equal(cm, confusion_matrix(torch.tensor(pred), torch.tensor(target), 4).numpy())
-    ref = scores_from_confusion(torch.tensor(cm))["iou"]
-    assert _mean_iou(cm)[0] == pytest.approx(float(torch.nanmean(ref)))
-
-
 def test_cache_matches_full_resolution_when_grid_is_full(members):
     truth, stores = members
     cache = SearchCache.build(stores, truth, max_side=32)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from segcore.scores import class_scores, confusion_tp_fp_fn, safe_div
+
 __all__ = [
     "confusion_matrix",
     "stratified_confusion",
@@ -91,40 +93,6 @@ def multilabel_counts(gt: np.ndarray, pred: np.ndarray) -> np.ndarray:
         tp, n_gt, n_pred = np.count_nonzero(both), np.count_nonzero(g), np.count_nonzero(p)
         out[k] = (tp, n_pred - tp, n_gt - tp, n - n_gt - n_pred + tp)
     return out
-
-
-def safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    """``num / den`` as float64 with NaN where ``den == 0``."""
-    num = np.asarray(num, dtype=np.float64)
-    den = np.asarray(den, dtype=np.float64)
-    out = np.full(np.broadcast(num, den).shape, np.nan)
-    np.divide(num, den, out=out, where=den != 0)
-    return out
-
-
-def class_scores(tp: np.ndarray, fp: np.ndarray, fn: np.ndarray) -> dict[str, np.ndarray]:
-    """IoU, Dice, precision and recall per class (NaN where undefined: the class is absent).
-
-    Args:
-        tp: ``C`` true-positive pixel counts.
-        fp: ``C`` false-positive pixel counts.
-        fn: ``C`` false-negative pixel counts.
-
-    Returns:
-        ``{"iou", "dice", "precision", "recall"}``, each a ``C`` float64 array.
-    """
-    return {
-        "iou": safe_div(tp, tp + fp + fn),
-        "dice": safe_div(2 * tp, 2 * tp + fp + fn),
-        "precision": safe_div(tp, tp + fp),
-        "recall": safe_div(tp, tp + fn),
-    }
-
-
-def confusion_tp_fp_fn(cm: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-class tp, fp, fn of a ``CxC`` confusion matrix (rows = ground truth)."""
-    tp = np.diag(cm)
-    return tp, cm.sum(axis=0) - tp, cm.sum(axis=1) - tp
 
 
 def normalize_rows(cm: np.ndarray) -> np.ndarray:
