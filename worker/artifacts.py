@@ -217,7 +217,8 @@ class Artifacts:
         state = _read_state(state_file)
         known = _KnownTokens(self.cache)
         changed = False
-        for rel, info in sorted(files.items()):
+        todo: list[tuple[str, str, Path, str]] = []  # key, remote path, local path, token
+        for rel, info in sorted(files.items(), key=lambda kv: _upload_order(kv[0])):
             key = target.name if rel == "" else rel
             dest = folder / key
             token = _token(info)
@@ -227,16 +228,23 @@ class Artifacts:
                 if state.get(key) != token:
                     state[key], changed = token, True
                 continue
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".segboard-tmp-")
-            os.close(fd)
-            try:
-                fs.get_file(path if rel == "" else f"{path.rstrip('/')}/{rel}", tmp)
-                os.replace(tmp, dest)
+            todo.append((key, path if rel == "" else f"{path.rstrip('/')}/{rel}", dest, token))
+        if todo:
+            temps = []
+            for _, _, dest, _ in todo:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=".segboard-tmp-")
+                os.close(fd)
+                temps.append(tmp)
+            try:  # one batch: an async driver (s3fs) downloads the files concurrently
+                fs.get([remote for _, remote, _, _ in todo], temps)
             except Exception as exc:  # noqa: BLE001
-                Path(tmp).unlink(missing_ok=True)
-                raise self._fail("download", f"{text}/{rel}" if rel else text, exc) from exc
-            state[key] = token
+                for tmp in temps:
+                    Path(tmp).unlink(missing_ok=True)
+                raise self._fail("download", text, exc) from exc
+            for (key, _, dest, token), tmp in zip(todo, temps, strict=True):  # manifests replaced last
+                os.replace(tmp, dest)
+                state[key] = token
             changed = True
         if changed:
             _write_state(state_file, state)
@@ -259,15 +267,19 @@ class Artifacts:
         pushed, fetched = _read_state(pushed_file), _read_state(fetched_file)
         current = {local.name: local} if local.is_file() else dict(_walk(local))
         base = remote.rsplit("/", 1)[0] if local.is_file() else remote.rstrip("/")
+        stats = {rel: p.stat() for rel, p in current.items()}
+        changed = [rel for rel in sorted(current, key=_upload_order)
+                   if pushed.get(rel) != [stats[rel].st_size, stats[rel].st_mtime_ns]]
         try:
-            for rel in sorted(current, key=_upload_order):
-                st = current[rel].stat()
-                if pushed.get(rel) == [st.st_size, st.st_mtime_ns]:
-                    continue
-                target = f"{base}/{rel}"
-                fs.put_file(str(current[rel]), target)
-                pushed[rel] = [st.st_size, st.st_mtime_ns]
-                fetched[rel] = _token(fs.info(target))  # this copy is the remote one: no download later
+            # one batch for the data (concurrent on an async driver such as s3fs), then the manifests
+            for batch in ([r for r in changed if not _upload_order(r)[0]], [r for r in changed if _upload_order(r)[0]]):
+                if batch:
+                    fs.put([str(current[r]) for r in batch], [f"{base}/{r}" for r in batch])
+                    pushed.update({r: [stats[r].st_size, stats[r].st_mtime_ns] for r in batch})
+            if changed:  # the uploaded copies are the remote ones: no download on this machine later
+                infos = ({local.name: fs.info(f"{base}/{local.name}")} if local.is_file()
+                         else self._remote_files(location))
+                fetched.update({r: _token(infos[r]) for r in changed if r in infos})
             if not local.is_file():
                 for rel in [r for r in pushed if r not in current]:
                     fs.rm_file(f"{base}/{rel}")

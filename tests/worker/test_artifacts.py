@@ -29,6 +29,19 @@ def _remote(s3_server: Any) -> Any:
     return fsspec.filesystem("s3", **s3_server.options)
 
 
+def _record_uploads(fs: Any, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The remote paths s3fs uploads to, in the order the uploads start."""
+    uploads: list[str] = []
+    put_file = fs._put_file
+
+    async def recording(lpath: str, rpath: str, **kwargs: Any) -> Any:
+        uploads.append(rpath)
+        return await put_file(lpath, rpath, **kwargs)
+
+    monkeypatch.setattr(fs, "_put_file", recording)
+    return uploads
+
+
 def _folder(path: Path) -> dict[str, bytes]:
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*"))
             if p.is_file() and not p.name.startswith(".segboard-")}
@@ -72,10 +85,7 @@ def test_fetch_downloads_only_what_changed_and_push_only_uploads_what_changed(
     weights = copy / "checkpoints" / "last" / "model.safetensors"
     before = weights.stat().st_mtime_ns
 
-    uploads: list[str] = []
-    fs = a._filesystem(location)[0]
-    put_file = fs.put_file
-    monkeypatch.setattr(fs, "put_file", lambda lpath, rpath, **kw: (uploads.append(rpath), put_file(lpath, rpath, **kw)))
+    uploads = _record_uploads(a._filesystem(location)[0], monkeypatch)
     (work / "checkpoints" / "last" / "config.json").write_text('{"epoch": 2}')
     a.push(work)
     assert [u.rsplit("/", 3)[-3:] for u in uploads] == [["checkpoints", "last", "config.json"]]
@@ -93,12 +103,10 @@ def test_a_store_manifest_is_uploaded_after_its_shards(
     store.mkdir(parents=True)
     for name in ("manifest.json", "a.npy", "z.npy"):
         (store / name).write_bytes(b"x")
-    uploads: list[str] = []
-    fs = a._filesystem(root)[0]
-    put_file = fs.put_file
-    monkeypatch.setattr(fs, "put_file", lambda lpath, rpath, **kw: (uploads.append(rpath), put_file(lpath, rpath, **kw)))
+    uploads = _record_uploads(a._filesystem(root)[0], monkeypatch)
     a.push(store)
-    assert [u.rsplit("/", 1)[1] for u in uploads] == ["a.npy", "z.npy", "manifest.json"]
+    names = [u.rsplit("/", 1)[1] for u in uploads]
+    assert sorted(names[:2]) == ["a.npy", "z.npy"] and names[2:] == ["manifest.json"]
 
 
 def test_files_deleted_locally_are_deleted_remotely_on_the_next_push(tmp_path: Path, root: str, s3_server: Any) -> None:
