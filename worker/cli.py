@@ -215,6 +215,21 @@ def cmd_runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from worker.db.session import session_scope
+    from worker.services.jobs import list_jobs
+
+    settings = _settings(args)
+    with session_scope(_factory(settings)) as s:
+        jobs = list_jobs(s, status=args.status, kind=args.kind, limit=args.limit)
+    rows = [[str(j.id), j.kind.value, j.status.value + (" (cancelling)" if j.cancel_requested and
+                                                         j.status.value == "running" else ""),
+             json.dumps(j.target, separators=(",", ":"))[:40], j.worker_name or "-", str(j.priority),
+             _fmt_time(j.queued_at), _one_line(j.error_message or "")[:60] or "-"] for j in jobs]
+    print(_table(rows, ["id", "kind", "status", "target", "worker", "prio", "queued", "error"]))
+    return 0
+
+
 def cmd_cancel(args: argparse.Namespace) -> int:
     from worker.db.session import session_scope
     from worker.services.lifecycle import request_cancel
@@ -243,14 +258,18 @@ def cmd_requeue(args: argparse.Namespace) -> int:
 
 def cmd_priority(args: argparse.Namespace) -> int:
     from worker.db.session import session_scope
-    from worker.services.lifecycle import set_priority
+    from worker.services.lifecycle import set_job_priority, set_priority
 
     settings = _settings(args)
     factory = _factory(settings)
     with session_scope(factory) as s:
-        again = set_priority(s, run_id=args.run, priority=args.priority)
-    where = f" ({_publish(settings, factory, run_ids=[args.run])})" if again else ""
-    print(f"run {args.run} priority {args.priority}{where}")
+        if args.job:
+            again = set_job_priority(s, job_id=args.id, priority=args.priority)
+        else:
+            again = set_priority(s, run_id=args.id, priority=args.priority)
+    ids = {"job_ids": [args.id]} if args.job else {"run_ids": [args.id]}
+    where = f" ({_publish(settings, factory, **ids)})" if again else ""
+    print(f"{'job' if args.job else 'run'} {args.id} priority {args.priority}{where}")
     return 0
 
 
@@ -366,6 +385,13 @@ def build_parser() -> argparse.ArgumentParser:
     rs.add_argument("--limit", type=int, default=50)
     rs.set_defaults(func=cmd_runs)
 
+    js = sub.add_parser("jobs", help="list prediction, evaluation, ensemble, pseudo-label and submission jobs")
+    services(js)
+    js.add_argument("--status", choices=["queued", "running", "succeeded", "failed", "cancelled"])
+    js.add_argument("--kind", choices=["predict", "evaluate", "ensemble", "pseudo", "submission", "dataset_import"])
+    js.add_argument("--limit", type=int, default=50)
+    js.set_defaults(func=cmd_jobs)
+
     for name, fn, text in (("cancel", cmd_cancel, "cancel a queued or running run"),
                            ("requeue", cmd_requeue, "queue a failed or cancelled run again (resumes from its checkpoint)")):
         c = sub.add_parser(name, help=text)
@@ -373,10 +399,11 @@ def build_parser() -> argparse.ArgumentParser:
         c.add_argument("run", type=int, help="run id")
         c.set_defaults(func=fn)
 
-    pr = sub.add_parser("priority", help="change a run's priority")
+    pr = sub.add_parser("priority", help="change a run's (or, with --job, a job's) priority")
     services(pr)
-    pr.add_argument("run", type=int)
+    pr.add_argument("id", type=int, help="the run id (the job id with --job)")
     pr.add_argument("priority", type=int, help="0 .. 9, higher runs first")
+    pr.add_argument("--job", action="store_true", help="the id is a job's (prediction, ensemble, ...)")
     pr.set_defaults(func=cmd_priority)
 
     lg = sub.add_parser("logs", help="print a run's log")

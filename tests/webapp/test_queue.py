@@ -109,3 +109,24 @@ def test_empty_queue(env, ui):
     at = ui.open_page("queue")
     ui.no_exceptions(at)
     assert any("The queue is empty" in i.value for i in at.info)
+
+
+def test_a_queued_job_gets_a_new_priority_and_is_published_again(seeded, ui, published):
+    from worker.services import jobs
+
+    with ui.scope() as s:
+        job = jobs.create_job(s, actor=seeded["ada"], kind="predict", target={"run_ids": [seeded["fpn_run"]]},
+                              params={"split": "test"})
+    at = ui.open_page("queue", actor=seeded["bob"])
+    next(s for s in at.selectbox if s.label == "Job").set_value(job.id).run()
+    next(n for n in at.number_input if n.label.startswith("Job priority")).set_value(8)
+    next(b for b in at.button if b.label == "Set job priority").click().run()
+    ui.no_exceptions(at)
+    assert published[-1]["job_ids"] == [job.id]
+    assert any(f"Job {job.id} now has priority 8" in s.value for s in at.success)
+    with ui.scope() as s:
+        assert jobs.get_job(s, job_id=job.id).priority == 8
+        from worker.services import audit
+
+        events = audit.list_events(s, object_kind="job", object_id=job.id, action="job.set_priority")
+    assert [(e.actor_id, e.detail) for e in events] == [(seeded["bob"], {"from": 0, "to": 8})]

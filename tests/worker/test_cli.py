@@ -15,8 +15,8 @@ from worker.dispatch import waiting_in_broker
 
 from .queue_fixtures import REPO, child_env, make_settings, q_dataset, q_system_redis_url, tiny_config  # noqa: F401
 
-SUBCOMMANDS = ["db", "up", "worker", "reaper", "submit", "runs", "cancel", "requeue", "priority", "logs", "workers",
-               "dataset"]
+SUBCOMMANDS = ["db", "up", "worker", "reaper", "submit", "runs", "jobs", "cancel", "requeue", "priority", "logs",
+               "workers", "dataset"]
 
 
 @pytest.fixture
@@ -63,7 +63,22 @@ def test_submit_list_cancel_requeue_logs(env: Any, tmp_path: Path, capsys: pytes
     code, out, _ = run(capsys, "runs", "--status", "queued")
     assert code == 0 and len(out.strip().splitlines()) == 5 and "fold" in out
     code, out, _ = run(capsys, "priority", "2", "9")
-    assert code == 0 and "priority 9" in out
+    assert code == 0 and "run 2 priority 9" in out
+    code, _, err = run(capsys, "priority", "2", "10")
+    assert code == 2 and "priority must be an integer from 0 (lowest) to 9 (highest), got 10" in err
+    code, _, err = run(capsys, "priority", "1", "5", "--job")
+    assert code == 2 and "job 1 does not exist; check the id with `segboard jobs`" in err
+    from worker.db.session import make_engine, make_session_factory, session_scope
+    from worker.services.jobs import create_job
+
+    with session_scope(make_session_factory(make_engine(env))) as s:
+        job = create_job(s, actor=None, kind="predict", target={"run_ids": [3]}, params={"split": "test"})
+    code, out, err = run(capsys, "priority", str(job.id), "6", "--job")
+    assert code == 0 and f"job {job.id} priority 6" in out, err
+    code, out, _ = run(capsys, "jobs", "--status", "queued")
+    header, row = out.strip().splitlines()
+    assert header.split() == ["id", "kind", "status", "target", "worker", "prio", "queued", "error"]
+    assert row.split()[:4] == [str(job.id), "predict", "queued", '{"run_ids":[3]}'] and row.split()[5] == "6"
     code, out, _ = run(capsys, "cancel", "1")
     assert code == 0 and "run 1 cancelled" in out
     code, out, _ = run(capsys, "requeue", "1")

@@ -145,7 +145,8 @@ def _jobs(names: dict) -> None:
         st.caption("No prediction, submission, ensemble or pseudo-label job yet.")
         return
     st.dataframe(
-        pd.DataFrame([{"job": j.id, "kind": j.kind.value, "status": j.status.value, "target": str(j.target),
+        pd.DataFrame([{"job": j.id, "kind": j.kind.value, "status": j.status.value, "priority": j.priority,
+                       "target": str(j.target),
                        "by": names.get(j.created_by, "?"), "worker": j.worker_name or "",
                        "queued": fmt_time(j.queued_at), "finished": fmt_time(j.finished_at),
                        "error": j.error_message or ""} for j in jobs]),
@@ -153,10 +154,24 @@ def _jobs(names: dict) -> None:
     )
     ids = [j.id for j in jobs]
     by_id = {j.id: j for j in jobs}
-    c = st.columns([2, 1, 1])
+    c = st.columns([2, 1, 1, 1])
     job_id = c[0].selectbox("Job", ids, key=_k("job"), format_func=lambda i: f"job {i} ({by_id[i].kind.value}, "
                             f"{by_id[i].status.value})")
     job = by_id[job_id]
+    with c[3]:
+        p = st.number_input("Job priority (0 lowest, 9 highest)", min_value=0, max_value=9, value=int(job.priority),
+                            key=_k(f"job_priority_{job_id}"))
+        if st.button("Set job priority", key=_k("set_job_priority"), disabled=job.status.value != "queued",
+                     help="Only a job that still waits in the queue can be moved."):
+            with guard(f"Changing the priority of job {job_id}") as outcome:
+                republish = resources.write(lifecycle.set_job_priority, job_id=job_id, priority=int(p))
+            if not outcome.failed:
+                state.flash(f"Job {job_id} now has priority {int(p)}.")
+                if republish:
+                    problem = resources.publish(job_ids=[job_id])
+                    if problem:
+                        state.flash(problem, "warning")
+                st.rerun()
     if c[1].button("Cancel job", key=_k("cancel_job"), disabled=job.status.value not in ("queued", "running")):
         with guard(f"Cancelling job {job_id}") as outcome:
             resources.write(lifecycle.request_cancel_job, job_id=job_id)

@@ -66,6 +66,7 @@ __all__ = [
     "requeue",
     "requeue_job",
     "set_priority",
+    "set_job_priority",
     "publish_queued",
     "publish_queued_jobs",
     "pending_publication",
@@ -606,6 +607,22 @@ def requeue_job(session: Session, *, job_id: int, actor: int | None = None, now:
     _requeue(session, "job", job_id, _now(now), actor)
 
 
+def _set_priority(session: Session, model: type[Run] | type[Job], kind: str, object_id: int, priority: int,
+                  actor: int | None) -> bool:
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise InvalidInput(f"priority must be an integer from 0 (lowest) to 9 (highest), got {priority!r}")
+    obj = _get(session, model, object_id)
+    check_actor(session, actor)
+    before, obj.priority = obj.priority, int(priority)
+    again = obj.status is _QUEUED
+    if again:
+        obj.published_at = None
+    session.flush()
+    record_event(session, actor=actor, action=f"{kind}.set_priority", object_kind=kind, object_id=object_id,
+                 detail={"from": before, "to": obj.priority})
+    return again
+
+
 def set_priority(session: Session, *, run_id: int, priority: int, actor: int | None = None) -> bool:
     """Change a run's priority (higher runs sooner; the broker distinguishes 0..9).
 
@@ -616,21 +633,19 @@ def set_priority(session: Session, *, run_id: int, priority: int, actor: int | N
         True when the run is queued and must be published again.
 
     Raises:
-        InvalidInput: the priority is not an integer.
+        InvalidInput: the priority is not an integer from 0 to 9.
         NotFound: no such run.
     """
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInput(f"priority must be an integer (0 lowest .. 9 highest), got {priority!r}")
-    run = _get(session, Run, run_id)
-    check_actor(session, actor)
-    before, run.priority = run.priority, int(priority)
-    again = run.status is _QUEUED
-    if again:
-        run.published_at = None
-    session.flush()
-    record_event(session, actor=actor, action="run.set_priority", object_kind="run", object_id=run_id,
-                 detail={"from": before, "to": run.priority})
-    return again
+    return _set_priority(session, Run, "run", run_id, priority, actor)
+
+
+def set_job_priority(session: Session, *, job_id: int, priority: int, actor: int | None = None) -> bool:
+    """Change a job's priority; see :func:`set_priority`.
+
+    Returns:
+        True when the job is queued and must be published again.
+    """
+    return _set_priority(session, Job, "job", job_id, priority, actor)
 
 
 # ------------------------------------------------------------------ publication
