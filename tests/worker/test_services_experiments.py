@@ -126,6 +126,7 @@ def test_dataset_classes_must_match_and_its_fingerprint_is_pinned(any_session, a
         ({"grid": {"axis": "nonsense.field", "values": [1]}}, "grid axis"),
         ({"grid": {"axis": "model.encoder", "values": []}}, "grid must look like"),
         ({"priority": "high"}, "priority"),
+        ({"priority": 10}, r"priority must be an integer from 0 \(lowest\) to 9 \(highest\), got 10"),
         ({"name": "  "}, "name"),
     ],
 )

@@ -55,6 +55,17 @@ def as_float(value: Any, *, name: str) -> float:
     return f
 
 
+def check_priority(priority: Any) -> int:
+    """A queue priority: an integer from 0 (lowest) to 9 (highest), the steps the broker keeps apart.
+
+    Raises:
+        InvalidInput: anything else, named.
+    """
+    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
+        raise InvalidInput(f"priority must be an integer from 0 (lowest) to 9 (highest), got {priority!r}")
+    return int(priority)
+
+
 def clean_tags(tags: Iterable[str]) -> list[str]:
     """Strip, drop empties and duplicates, keep order."""
     if isinstance(tags, str):

@@ -30,7 +30,7 @@ from worker.db.models import (
 )
 from worker.errors import Conflict, InvalidInput
 from worker.schemas import ExpansionRead, ExperimentRead, GridSpec
-from worker.services._common import check_actor, clean_tags, get_or_raise
+from worker.services._common import check_actor, check_priority, clean_tags, get_or_raise
 from worker.services.audit import record_event
 from worker.services.groups import group_reads
 
@@ -204,8 +204,7 @@ def create_experiment(
             grid = GridSpec.model_validate(grid)
         except Exception as exc:  # pydantic ValidationError: say what a grid looks like
             raise InvalidInput(f"grid must look like {{'axis': 'model.encoder', 'values': [...]}}: {exc}") from exc
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInput(f"priority must be an integer, got {priority!r}")
+    check_priority(priority)
     tags = clean_tags(list(cfg.tags) + clean_tags(tags))
     name = (name if name is not None else cfg.name).strip()
     if not name:

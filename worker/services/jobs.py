@@ -15,7 +15,7 @@ from worker.db.base import utcnow
 from worker.db.models import Job, JobKind, RunStatus
 from worker.errors import InvalidInput
 from worker.schemas import JobRead
-from worker.services._common import check_actor, get_or_raise
+from worker.services._common import check_actor, check_priority, get_or_raise
 from worker.services.audit import record_event
 
 __all__ = ["create_job", "get_job", "list_jobs"]
@@ -49,8 +49,7 @@ def create_job(
         raise InvalidInput("a job's target must be a non-empty mapping of ids, e.g. {'run_ids': [3]}")
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("a job's params must be a mapping")
-    if isinstance(priority, bool) or not isinstance(priority, int):
-        raise InvalidInput(f"priority must be an integer, got {priority!r}")
+    check_priority(priority)
     job = Job(kind=kind, target=target, params=params or {}, priority=priority, status=RunStatus.QUEUED,
               queued_at=utcnow(), created_by=actor)
     session.add(job)

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 from worker.db.base import utcnow
 from worker.db.models import EpochMetric, Job, LogLevel, Run, RunLog, RunStatus
 from worker.errors import Conflict, InvalidInput, NotFound
-from worker.services._common import check_actor
+from worker.services._common import check_actor, check_priority
 from worker.services.audit import record_event
 
 __all__ = [
@@ -609,8 +609,7 @@ def requeue_job(session: Session, *, job_id: int, actor: int | None = None, now:
 
 def _set_priority(session: Session, model: type[Run] | type[Job], kind: str, object_id: int, priority: int,
                   actor: int | None) -> bool:
-    if isinstance(priority, bool) or not isinstance(priority, int) or not 0 <= priority <= 9:
-        raise InvalidInput(f"priority must be an integer from 0 (lowest) to 9 (highest), got {priority!r}")
+    check_priority(priority)
     obj = _get(session, model, object_id)
     check_actor(session, actor)
     before, obj.priority = obj.priority, int(priority)
