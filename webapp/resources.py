@@ -307,12 +307,21 @@ def leaderboard(
     sort: str = "val",
     descending: bool = True,
     limit: int = 200,
+    offset: int = 0,
 ) -> list[Any]:
     """Leaderboard rows (see :func:`worker.services.leaderboard.leaderboard`)."""
     from worker.services import leaderboard as svc
 
     return read(svc.leaderboard, dataset_id=dataset_id, owner_id=owner_id, arch=arch, tag=tag, kinds=list(kinds),
-                sort=sort, descending=descending, limit=limit)
+                sort=sort, descending=descending, limit=limit, offset=offset)
+
+
+@cached(ttl=60)
+def run_tags(dataset_id: int | None = None) -> list[str]:
+    """Every tag on a run (of the dataset), for tag pickers."""
+    from worker.services import runs as svc
+
+    return read(svc.run_tags, dataset_id=dataset_id)
 
 
 @cached(ttl=10)

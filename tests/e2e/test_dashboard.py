@@ -207,7 +207,7 @@ def test_experiment_to_leaderboard_to_ensemble(live):
             _idle(page)
             expect(page.locator(".js-plotly-plot").first).to_be_visible()
             # the two runs and their seed group (the grid itself is drawn on a canvas)
-            expect(page.get_by_text("3 rows", exact=True)).to_be_visible()
+            expect(page.get_by_text("Rows 1-3 (the last)", exact=True)).to_be_visible()
             _shot(page, "leaderboard")
 
             page.goto(f"{url}/ensemble-builder")

@@ -69,9 +69,23 @@ def test_filters_by_owner_architecture_and_tag(seeded, ui):
     next(s for s in at.selectbox if s.label == "Architecture").set_value("FPN").run()
     assert list(_table(at)["name"]) == ["fpn"]
     next(s for s in at.selectbox if s.label == "Architecture").set_value(None).run()
-    next(t for t in at.text_input if t.label == "Tag").input("baseline").run()
+    tag = next(s for s in at.selectbox if s.label == "Tag")
+    assert "baseline" in tag.options  # the tags runs carry, not free text
+    tag.set_value("baseline").run()
     table = _table(at)
     assert set(table["kind"]) == {"run", "group"} and len(table) == 3
+
+
+def test_rows_are_paged(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    everything = list(_table(at)["name"])
+    assert len(everything) > 2
+    next(s for s in at.selectbox if s.label == "Rows per page").set_value(50).run()
+    assert any(c.value.startswith(f"Rows 1-{len(everything)} (the last)") for c in at.caption)
+    page = next(n for n in at.number_input if n.label == "Page")
+    page.set_value(2).run()
+    ui.no_exceptions(at)
+    assert any("No rows on this page" in i.value for i in at.info)
 
 
 def test_selection_opens_the_ensemble_builder(seeded, ui):

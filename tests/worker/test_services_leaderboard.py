@@ -133,8 +133,24 @@ def test_sorting_filters_and_limits(any_session, board):
     assert all(r.id != board["running"] for r in ranked)
 
 
+def test_pages_follow_one_ranking_across_row_kinds(any_session, board):
+    ranked = [(r.kind, r.id) for r in leaderboard.leaderboard(any_session)]
+    assert len(ranked) >= 6 and len({k for k, _ in ranked}) == 4
+    pages = [leaderboard.leaderboard(any_session, limit=2, offset=o) for o in range(0, len(ranked) + 2, 2)]
+    assert [(r.kind, r.id) for page in pages for r in page] == ranked
+    assert pages[-1] == [] and all(len(p) == 2 for p in pages[:len(ranked) // 2])
+
+
+def test_run_tags_lists_every_tag_once(any_session, board):
+    from worker.services import runs
+
+    tags = runs.run_tags(any_session)
+    assert "cv" in tags and tags == sorted(set(tags), key=str.lower)
+    assert runs.run_tags(any_session, dataset_id=board["ds"] + 1) == []
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [({"sort": "speed"}, "sort key"), ({"kinds": ["model"]}, "row kind"),
-                                                 ({"limit": 0}, "limit")])
+                                                 ({"limit": 0}, "limit"), ({"offset": -1}, "offset")])
 def test_bad_leaderboard_arguments(session, kwargs, message):
     with pytest.raises(InvalidInput, match=message):
         leaderboard.leaderboard(session, **kwargs)

@@ -47,14 +47,17 @@ def _filters(datasets: list, members: list) -> dict:
                               format_func=lambda i: ALL if i is None else owners[i])
     arch = c[2].selectbox("Architecture", [None, *catalog.ARCHITECTURES], key=_k("arch"),
                           format_func=lambda a: ALL if a is None else a)
-    tag = c[3].text_input("Tag", key=_k("tag"), placeholder="e.g. baseline").strip() or None
+    tags = resources.run_tags(dataset_id)
+    tag = c[3].selectbox("Tag", [None, *tags], key=_k("tag"), format_func=lambda t: ALL if t is None else t,
+                         help="Runs and groups carrying this tag (set at submission or on the run page).")
     kinds = c[4].multiselect("Rows", list(_KINDS), default=list(_KINDS), key=_k("kinds"))
     c2 = st.columns([2, 1, 1, 4])
     sort = c2[0].selectbox("Sort by", list(_SORTS), key=_k("sort"))
     descending = c2[1].toggle("Highest first", value=True, key=_k("desc"))
-    limit = int(c2[2].selectbox("Rows shown", [50, 200, 1000], index=1, key=_k("limit")))
+    limit = int(c2[2].selectbox("Rows per page", [50, 200, 1000], index=1, key=_k("limit")))
+    page = int(c2[3].number_input("Page", min_value=1, value=1, step=1, key=_k("page")))
     return {"dataset_id": dataset_id, "owner_id": owner_id, "arch": arch, "tag": tag, "kinds": tuple(kinds),
-            "sort": sort, "descending": descending, "limit": limit}
+            "sort": sort, "descending": descending, "limit": limit, "offset": (page - 1) * limit}
 
 
 def _table(rows: list, names: dict) -> list:
@@ -158,7 +161,13 @@ def render() -> None:
     if not f["kinds"]:
         st.info("Pick at least one row kind.")
         return
-    rows = resources.leaderboard(**f)
+    # one row beyond the page says whether a next page exists
+    rows = resources.leaderboard(**{**f, "limit": f["limit"] + 1})
+    more = len(rows) > f["limit"]
+    rows = rows[: f["limit"]]
+    if not rows and f["offset"]:
+        st.info(f"No rows on this page: the ranking has {f['offset']} rows or fewer. Go back to page 1.")
+        return
     if not rows:
         if resources.count_runs() == 0:
             empty_state("No runs yet: the leaderboard fills as runs finish.", page=links.NEW_EXPERIMENT,
@@ -167,8 +176,8 @@ def render() -> None:
             st.info("No finished run, group or ensemble matches these filters.")
         _scatter(f["dataset_id"], datasets)
         return
-    st.caption(f"{len(rows)} rows" + (" (the first shown; raise 'Rows shown' for more)" if len(rows) >= f["limit"]
-                                       else ""))
+    first = f["offset"] + 1
+    st.caption(f"Rows {first}-{first + len(rows) - 1}" + ("; more on the next page" if more else " (the last)"))
     _flags(rows)
     table_picked = _table(rows, member_names(members))
     _actions(rows, table_picked)

@@ -349,6 +349,7 @@ def leaderboard(
     sort: str = "val",
     descending: bool = True,
     limit: int = 200,
+    offset: int = 0,
 ) -> list[LeaderboardRow]:
     """Finished runs, fold/seed groups, ensembles and pseudo-label students, best first.
 
@@ -361,9 +362,10 @@ def leaderboard(
             ``public``, ``gap`` or ``created_at``. Rows without the value come last.
         descending: Highest first.
         limit: At most this many rows.
+        offset: Skip this many rows of the ranking first (the rows of later pages).
 
     Raises:
-        InvalidInput: unknown sort key or row kind, or a limit below 1.
+        InvalidInput: unknown sort key or row kind, a limit below 1 or a negative offset.
     """
     if sort not in SORT_KEYS:
         raise InvalidInput(f"unknown sort key {sort!r}; use one of {', '.join(SORT_KEYS)}")
@@ -373,6 +375,9 @@ def leaderboard(
         raise InvalidInput(f"unknown row kind in {list(kinds)!r}; use {', '.join(_ALL_KINDS)}") from None
     if isinstance(limit, bool) or not isinstance(limit, int) or limit < 1:
         raise InvalidInput(f"limit must be a positive integer, got {limit!r}")
+    if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+        raise InvalidInput(f"offset must be a non-negative integer, got {offset!r}")
+    depth = offset + limit  # each kind's best `depth` rows hold every row of the page
     filters: list[Any] = []
     if dataset_id is not None:
         filters.append(Run.dataset_id == dataset_id)
@@ -383,13 +388,13 @@ def leaderboard(
     if tag is not None:
         filters.append(json_array_contains(session, Run.tags, tag))
 
-    rows = _run_rows(session, kinds=wanted, filters=filters, sort=sort, descending=descending, limit=limit)
-    # each kind is ranked and cut to `limit` by the database; the merge below keeps the best overall
+    rows = _run_rows(session, kinds=wanted, filters=filters, sort=sort, descending=descending, limit=depth)
+    # each kind is ranked and cut to `depth` by the database; the merge below keeps the best overall
     if "group" in wanted:
-        rows += _group_rows(session, filters=filters, sort=sort, descending=descending, limit=limit)
+        rows += _group_rows(session, filters=filters, sort=sort, descending=descending, limit=depth)
     if "ensemble" in wanted and arch is None and tag is None:
         rows += _ensemble_rows(
-            session, dataset_id=dataset_id, owner_id=owner_id, sort=sort, descending=descending, limit=limit
+            session, dataset_id=dataset_id, owner_id=owner_id, sort=sort, descending=descending, limit=depth
         )
 
     def key(row: LeaderboardRow) -> tuple[Any, ...]:
@@ -399,7 +404,7 @@ def leaderboard(
         return (missing, num, _KIND_ORDER[row.kind], row.id)
 
     rows.sort(key=key)
-    return _flag(session, rows[:limit])
+    return _flag(session, rows[offset:depth])
 
 
 def _stats(metric: str, points: list[CorrelationPoint]) -> MetricCorrelation:

@@ -7,6 +7,7 @@ State transitions (claim, heartbeat, progress, finish, cancel, requeue, reap) li
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections.abc import Iterable
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "queue_summary",
     "config_diff",
     "set_run_tags",
+    "run_tags",
 ]
 
 _SUMMARY_COLUMNS = [name for name in RunSummary.model_fields]
@@ -228,6 +230,21 @@ def config_diff(session: Session, *, run_id: int, other_run_id: int | None = Non
         if a != b:
             changes.append(ConfigChange(path=path, old=None if a is missing else a, new=None if b is missing else b))
     return changes
+
+
+def run_tags(session: Session, *, dataset_id: int | None = None) -> list[str]:
+    """Every tag some run carries (of one dataset, when given), sorted; for tag pickers."""
+    stmt = sa.select(sa.cast(Run.tags, sa.Text)).distinct()
+    if dataset_id is not None:
+        stmt = stmt.where(Run.dataset_id == dataset_id)
+    found: set[str] = set()
+    for (text,) in session.execute(stmt):
+        try:
+            values = json.loads(text) if text else []
+        except ValueError:
+            continue
+        found.update(str(v) for v in values if isinstance(v, str) and v)
+    return sorted(found, key=str.lower)
 
 
 def set_run_tags(session: Session, *, actor: int | None, run_id: int, tags: Iterable[str]) -> RunRead:
