@@ -74,8 +74,16 @@ def drop(*keys: str) -> None:
 
 
 def actor_id() -> int | None:
-    """The acting member's id, or None before one is chosen."""
+    """The acting member's id, or None before one is chosen.
+
+    A new session (a link opened in a new tab, a reload) takes it from the ``as`` query parameter
+    that the dashboard's links carry; the sidebar checks that the member exists.
+    """
     value = st.session_state.get(ACTOR)
+    if value is None:
+        raw = st.query_params.get("as")
+        if raw is not None and str(raw).isdigit():
+            value = st.session_state[ACTOR] = int(raw)
     return int(value) if value is not None else None
 
 

@@ -62,7 +62,7 @@ def _saved(ensemble_id: int) -> None:
     for i, m in enumerate(ens.members):
         s = scores[i] if i < len(scores) else None
         score = s.get("score") if isinstance(s, dict) else s
-        link = f"./run?run={m.id}" if m.kind.value == "run" else f"./run?group={m.id}"
+        link = links.page_url("run", run=m.id) if m.kind.value == "run" else links.page_url("run", group=m.id)
         rows.append({"member": f"{m.kind.value} {m.id}", "weight": m.weight, "score": score, "detail": link})
     st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch", key=_k("saved_members"),
                  column_config={"detail": st.column_config.LinkColumn(display_text="open"),

@@ -212,7 +212,7 @@ def _render_group(group_id: int) -> None:
     rows = resources.runs(group_id=group.id, order="oldest", limit=500)
     st.dataframe(
         pd.DataFrame([{"run": r.name, "status": r.status.value, "fold": r.fold, "seed": r.seed,
-                       r.monitor_metric if rows else "val": r.monitor_value, "detail": f"./run?run={r.id}"}
+                       r.monitor_metric if rows else "val": r.monitor_value, "detail": links.page_url("run", run=r.id)}
                       for r in rows]),
         hide_index=True, width="stretch", key=_k("group_runs"),
         column_config={"detail": st.column_config.LinkColumn(display_text="open")},

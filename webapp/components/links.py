@@ -1,14 +1,19 @@
 """Links between pages (one click from a row to its detail, to Inspect, or into the ensemble builder).
 
 Targets are page files relative to ``streamlit_app.py``; the selected object travels in the query
-string (``?run=3``, ``?ensemble=2``, ``?group=5``), so a link can be bookmarked or shared.
+string (``?run=3``, ``?ensemble=2``, ``?group=5``), so a link can be bookmarked or shared. URLs
+built here also carry the acting member (``&as=2``): a link opened in a new browser tab starts a
+new session, which would otherwise act as the first member.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlencode
 
 import streamlit as st
+
+from webapp import state
 
 __all__ = [
     "RUN_DETAIL",
@@ -22,6 +27,7 @@ __all__ = [
     "inspect_available",
     "link_run",
     "link_inspect",
+    "page_url",
 ]
 
 RUN_DETAIL = "app_pages/run_detail.py"
@@ -34,6 +40,20 @@ QUEUE = "app_pages/queue.py"
 PSEUDO_LABELS = "app_pages/pseudo_labels.py"
 
 _ROOT = Path(__file__).resolve().parents[1]
+
+
+def page_url(url_path: str, **params: object) -> str:
+    """A relative URL to a page (``run``, ``inspect``, ...) with ``params`` and the acting member.
+
+    Example:
+        >>> page_url("run", run=3)   # acting as member 2
+        './run?run=3&as=2'
+    """
+    query = {k: str(v) for k, v in params.items() if v is not None}
+    actor = state.actor_id()
+    if actor is not None:
+        query["as"] = str(actor)
+    return f"./{url_path}?{urlencode(query)}" if query else f"./{url_path}"
 
 
 def inspect_available() -> bool:

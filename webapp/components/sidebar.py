@@ -44,5 +44,7 @@ def render_sidebar() -> None:
             key=state.widget_key("sidebar", "actor"), help="Every change you make is recorded under this member.",
         )
         state.set_actor_id(chosen)
+        if st.query_params.get("as") != str(chosen):  # a reload or a copied URL keeps the member
+            st.query_params["as"] = str(chosen)
         with st.expander("Add a member"):
             _add_member_form(first=False)

@@ -7,6 +7,8 @@ from typing import Any
 
 import pandas as pd
 
+from webapp.components.links import page_url
+
 __all__ = ["METRIC_COLUMNS", "row_key", "row_label", "leaderboard_frame", "correlation_frame", "per_class_frame"]
 
 # The validation metric kinds that get a leaderboard column (the worker's METRIC_KINDS).
@@ -69,16 +71,10 @@ def leaderboard_frame(
         rec["flag vs"] = r.flag_reference or ""
         rec["lineage"] = r.parent or ""
         rec["tags"] = ", ".join(r.tags)
-        if kind in ("run", "student"):
-            rec["detail"] = f"./run?run={r.id}"
-        elif kind == "group":
-            rec["detail"] = f"./run?group={r.id}"
-        else:
-            rec["detail"] = f"./ensemble-builder?ensemble={r.id}"
+        param = {"run": "run", "student": "run", "group": "group"}.get(kind, "ensemble")
+        rec["detail"] = page_url("ensemble-builder" if kind == "ensemble" else "run", **{param: r.id})
         if inspect:
-            rec["inspect"] = f"./inspect?ensemble={r.id}" if kind == "ensemble" else (
-                f"./inspect?run={r.id}" if kind in ("run", "student") else f"./inspect?group={r.id}"
-            )
+            rec["inspect"] = page_url("inspect", **{param: r.id})
         records.append(rec)
     columns = ["kind", "id", "name", "owner", "model", "runs", "monitor", "val", *METRIC_COLUMNS, "mean ± std", "OOF",
                "public", "gap", "submissions", "public↑ val↓", "flag vs", "lineage", "tags", "detail"]
