@@ -312,7 +312,10 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
     from segcore.config import DatasetSource, format_validation_error
     from segcore.data.validation import validate_dataset
 
-    source: dict[str, Any] = {"format": args.format, "root": str(Path(args.path).expanduser())}
+    from worker.artifacts import Artifacts, is_url
+
+    remote = is_url(args.path)
+    source: dict[str, Any] = {"format": args.format, "root": args.path if remote else str(Path(args.path).expanduser())}
     for opt in args.option or []:
         key, _, value = opt.partition("=")
         if not value:
@@ -323,6 +326,8 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
     except ValidationError as exc:
         raise CliError("invalid dataset source: " + _one_line(format_validation_error(exc))) from exc
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
+    if remote:  # an s3:// (or other fsspec) folder is mirrored first, with the settings' storage options
+        src, _ = Artifacts.from_settings(_settings(args)).local_source(src, None)
     report = validate_dataset(src, classes=classes, task=args.task, check_pixels=not args.quick)
     text = report.to_text() if hasattr(report, "to_text") else str(report)
     print(text)
@@ -419,7 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     ds = sub.add_parser("dataset", help="dataset tools")
     dssub = ds.add_subparsers(dest="dataset_command", required=True, metavar="ACTION")
     dv = dssub.add_parser("validate", help="check every file of a dataset and list the problems")
-    dv.add_argument("path", help="dataset folder")
+    dv.add_argument("path", help="dataset folder, or an fsspec URL (s3://bucket/data: mirrored locally first)")
     dv.add_argument("--format", required=True, choices=["coco", "mask_folder", "multilabel_json"])
     dv.add_argument("--classes", help="expected class names in index order, comma-separated")
     dv.add_argument("--task", default="multiclass", choices=["multiclass", "multilabel"])

@@ -192,3 +192,20 @@ def test_storage_options_come_from_the_environment_as_json(tmp_path: Path, monke
     assert s.storage_options == {"endpoint_url": "http://minio:9000"} and not s.artifact_root_is_local
     assert arts.cache == tmp_path / "artifact-cache" and not arts.is_local
     assert arts.local_dir("runs", "5") == tmp_path / "artifact-cache" / "s3" / "team" / "segboard" / "runs" / "5"
+
+
+def test_the_cli_validates_a_dataset_in_a_bucket(tmp_path: Path, s3_server: Any, monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from segcore.data.synthetic import make_synthetic_mask_folder
+    from worker.cli import main
+
+    bucket = s3_server.bucket()
+    make_synthetic_mask_folder(tmp_path / "shapes", num_images=3, num_classes=3, size=32, seed=0)
+    _remote(s3_server).put(str(tmp_path / "shapes"), f"{bucket}/data/", recursive=True)
+    monkeypatch.setenv("SEGBOARD_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("SEGBOARD_STORAGE_OPTIONS", json.dumps(s3_server.options))
+    assert main(["dataset", "validate", f"s3://{bucket}/data/shapes", "--format", "mask_folder",
+                 "--classes", "bg,a,b", "--option", "ignore_value=255"]) == 0
+    assert "3 images" in capsys.readouterr().out
+    assert main(["dataset", "validate", f"s3://{bucket}/data/none", "--format", "mask_folder"]) == 2
+    assert f"nothing is stored at s3://{bucket}/data/none" in capsys.readouterr().err
