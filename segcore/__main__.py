@@ -47,7 +47,7 @@ class _Progress:
         if self.bar is None:
             self.bar = tqdm(total=r.steps_per_epoch, desc=f"epoch {r.epoch}", file=self.out, leave=False,
                             dynamic_ncols=True)
-        self.bar.update(1)
+        self.bar.update(r.step - self.bar.n)
         self.bar.set_postfix(loss=f"{r.loss:.4f}", img_s=f"{r.images_per_s:.1f}", lr=f"{r.lr:.2e}")
 
     def on_epoch_end(self, r) -> None:
@@ -60,9 +60,10 @@ class _Progress:
             if isinstance(val.get(k), float)
         )
         eta = time.strftime("%H:%M:%S", time.gmtime(r.eta_s))
+        extra = ", ".join(f"{k.removesuffix('_s')} {v:.1f} s" for k, v in r.timings.items() if k != "train_s")
         print(
             f"epoch {r.epoch}/{r.epochs} train_loss={r.train_loss:.4f} {shown} lr={r.lr:.2e} "
-            f"{r.images_per_s:.1f} img/s ETA {eta}{' *best*' if r.is_best else ''}",
+            f"{r.images_per_s:.1f} img/s{f' ({extra})' if extra else ''} ETA {eta}{' *best*' if r.is_best else ''}",
             file=self.out,
         )
 

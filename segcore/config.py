@@ -403,10 +403,31 @@ class TrainingConfig(_Strict):
     early_stopping_patience: int | None = Field(default=None, ge=1)
     grad_clip: float | None = Field(default=None, gt=0)
     seed: int = 0
-    num_workers: int = Field(default=0, ge=0)
+    num_workers: int | None = Field(
+        default=None, ge=0, le=64,
+        description="Data loader processes per device. None: 0 on the CPU, min(8, cores per device) on CUDA.",
+    )
     device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    devices: int | list[int] | None = Field(
+        default=None,
+        description="Train one run on several devices with DDP: CUDA indices ([0, 1]) or a count (2; on the "
+        "CPU, processes). batch_size is per device. None: one device.",
+    )
+    compile: bool = Field(default=False, description="torch.compile the training forward (warm-up is reported).")
+    sync_batchnorm: bool = Field(default=True, description="With several CUDA devices, BatchNorm statistics "
+                                 "over the global batch (SyncBatchNorm).")
     steps_per_epoch: int | None = Field(default=None, ge=1, description="Cap on steps per epoch (quick trials).")
     checkpoint_every: int = Field(default=1, ge=1, description="Save a resumable checkpoint every N epochs.")
+
+    @field_validator("devices")
+    @classmethod
+    def _devices(cls, v: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(v, int) and not 1 <= v <= 64:
+            raise ValueError(f"devices must be a count from 1 to 64 or a list of CUDA indices, got {v}")
+        if isinstance(v, list):
+            if not v or any(d < 0 for d in v):
+                raise ValueError(f"devices must list CUDA indices (0, 1, ...), got {v}")
+        return v
 
 
 class EvaluationConfig(_Strict):

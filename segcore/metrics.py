@@ -279,6 +279,24 @@ class MetricAccumulator:
         self._image_count += scored.sum()
         self.num_images += n
 
+    def all_reduce(self, group: Any = None) -> None:
+        """Sum the counts of every rank of a ``torch.distributed`` group into each rank.
+
+        Every rank must call it, also one that scored no image. Counts are exact integers, so the
+        result equals one process scoring every image once.
+        """
+        import torch.distributed as dist
+
+        if self._tp is None:
+            self._zeros(self.device or torch.device("cpu"))
+        for t in (self._tp, self._fp, self._fn, self._cm, self._pixels, self._correct,
+                  self._image_iou_sum, self._image_dice_sum, self._image_count):
+            if t is not None:
+                dist.all_reduce(t, group=group)
+        n = torch.tensor([self.num_images], dtype=torch.long, device=self._tp.device)
+        dist.all_reduce(n, group=group)
+        self.num_images = int(n)
+
     @property
     def confusion(self) -> torch.Tensor:
         """The dataset confusion matrix ``[C, C]`` (multiclass; rows ground truth)."""

@@ -72,7 +72,7 @@ def trained_run(tiny_coco, tmp_path_factory) -> Any:
     from segcore.config import parse_config
     from segcore.training import fit
 
-    cfg = parse_config(tiny_config_dict(tiny_coco, training={"epochs": 6, "batch_size": 8, "seed": 0}))
+    cfg = parse_config(tiny_config_dict(tiny_coco, training={"epochs": 8, "batch_size": 8, "seed": 0}))
     workdir = tmp_path_factory.mktemp("trained_run")
     result = fit(cfg, workdir)
     return {"config": cfg, "workdir": Path(workdir), "result": result, "source": tiny_coco}

@@ -113,7 +113,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from worker.embedded import run_up
 
-    return run_up(_settings(args), gpus=args.gpus, webapp=not args.no_webapp, port=args.port)
+    return run_up(_settings(args), gpus=args.gpus, ddp=args.ddp, webapp=not args.no_webapp, port=args.port)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -122,7 +122,10 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from worker.artifacts import Artifacts
 
     settings = _settings(args)
-    devices = parse_devices(args.gpus)
+    try:
+        devices = parse_devices(args.gpus, ddp=args.ddp)
+    except ValueError as exc:
+        raise CliError(str(exc)) from exc
     url = _broker_url(settings)
     if url is None:
         raise CliError("no Redis to take jobs from: set SEGBOARD_REDIS_URL, pass --redis-url, or start `segboard up`")
@@ -357,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = sub.add_parser("up", help="start Redis, the database, a worker, the reaper and the web app on this machine")
     services(up)
     up.add_argument("--gpus", default=None, help="GPU indices for the worker, e.g. 0,1 (default: one CPU worker)")
+    up.add_argument("--ddp", action="store_true", help="train each run on all --gpus at once (DDP)")
     up.add_argument("--port", type=int, default=8501, help="web app port")
     up.add_argument("--no-webapp", action="store_true", help="do not start the web app")
     up.set_defaults(func=cmd_up)
@@ -364,6 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="run a worker: one training process per GPU, or one CPU process")
     services(w)
     w.add_argument("--gpus", default=None, help="GPU indices, e.g. 0,1; 'cpu' or nothing for one CPU worker")
+    w.add_argument("--ddp", action="store_true",
+                   help="one training process that trains each run on all --gpus at once (DDP)")
     w.add_argument("--loglevel", default=None, help="DEBUG, INFO, WARNING or ERROR")
     w.set_defaults(func=cmd_worker)
 

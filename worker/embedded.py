@@ -231,6 +231,7 @@ def run_up(
     settings: Settings,
     *,
     gpus: str | None = None,
+    ddp: bool = False,
     webapp: bool = True,
     port: int = 8501,
     say: Callable[[str], None] = print,
@@ -241,6 +242,7 @@ def run_up(
     Args:
         settings: ``redis_url`` None starts an embedded Redis; ``database_url`` picks the database.
         gpus: ``"0,1"`` for GPU workers, None for one CPU worker.
+        ddp: One worker process that trains each run on all ``gpus`` (DDP).
         webapp: Start the web app when ``webapp/streamlit_app.py`` exists.
         port: The web app's port.
         say: Where progress lines go.
@@ -256,7 +258,7 @@ def run_up(
     from worker.reaper import Reaper
 
     stop = stop or threading.Event()
-    devices = parse_devices(gpus)
+    devices = parse_devices(gpus, ddp=ddp)
     running = embedded_broker_url(settings)
     if running is not None:
         raise ValueError(
@@ -304,7 +306,7 @@ def run_up(
         env["SEGBOARD_DATASET_ROOT"] = str(settings.dataset_root)
         env["SEGBOARD_WORKER_NAME"] = str(settings.worker_name)
         cmd = [_python(), "-m", "worker.cli", "worker", "--gpus", ",".join(d.split(":")[-1] for d in devices)
-               if devices != ["cpu"] else "cpu"]
+               if devices != ["cpu"] else "cpu", *(["--ddp"] if ddp else [])]
         worker_proc = subprocess.Popen(cmd, env=env, start_new_session=True)
         procs.append(("worker", worker_proc, 60.0))
         say(f"worker: started on {', '.join(devices)} (pid {worker_proc.pid})")

@@ -1,5 +1,7 @@
 """``segboard worker``: one Celery worker, one child process per device.
 
+``--gpus 0,1 --ddp`` starts one child that trains each run on both GPUs (DDP, one process per GPU).
+
 ``--gpus 0,1`` starts a prefork pool of two children, each bound to one GPU in
 ``worker_process_init`` (``CUDA_VISIBLE_DEVICES``), with a prefetch of one: a child takes a
 message only when it is free, so a job waits in the queue until a device is. Without GPUs there is
@@ -28,7 +30,7 @@ from worker.runner import WorkerContext
 from worker.services import workers
 from worker.settings import Settings
 
-__all__ = ["parse_devices", "install_worker_hooks", "current_context", "run_worker", "DEVICES_ENV"]
+__all__ = ["parse_devices", "bind_device", "install_worker_hooks", "current_context", "run_worker", "DEVICES_ENV"]
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +41,18 @@ _context: WorkerContext | None = None
 _context_lock = threading.Lock()
 
 
-def parse_devices(gpus: str | None) -> list[str]:
+def parse_devices(gpus: str | None, *, ddp: bool = False) -> list[str]:
     """``"0,1"`` -> ``["cuda:0", "cuda:1"]``; ``None``, ``""`` or ``"cpu"`` -> ``["cpu"]``.
 
+    With ``ddp`` the GPUs form one device group, ``["cuda:0,1"]``: one training process that runs
+    each run on all of them (DDP).
+
     Raises:
-        ValueError: an entry is not a GPU index, or one is repeated.
+        ValueError: an entry is not a GPU index, one is repeated, or ``ddp`` has fewer than two GPUs.
     """
     if gpus is None or not gpus.strip() or gpus.strip().lower() == "cpu":
+        if ddp:
+            raise ValueError("--ddp trains one run on several GPUs; name them, e.g. --gpus 0,1 --ddp")
         return ["cpu"]
     devices: list[str] = []
     for part in gpus.split(","):
@@ -55,7 +62,26 @@ def parse_devices(gpus: str | None) -> list[str]:
         if f"cuda:{int(p)}" in devices:
             raise ValueError(f"--gpus {gpus!r} names GPU {int(p)} twice")
         devices.append(f"cuda:{int(p)}")
+    if ddp:
+        if len(devices) < 2:
+            raise ValueError(f"--ddp needs two or more GPUs, got --gpus {gpus!r}; e.g. --gpus 0,1 --ddp")
+        return ["cuda:" + ",".join(d.split(":")[1] for d in devices)]
     return devices
+
+
+def bind_device(device: str) -> tuple[str, list[int] | None]:
+    """Pin this process to ``device`` (``cpu``, ``cuda:1`` or a group ``cuda:0,1``) before torch starts.
+
+    Returns:
+        The ``device`` and ``devices`` arguments of ``fit``: ``("cuda", [0, 1])`` for a group, whose
+        GPUs this process then sees as 0 and 1.
+    """
+    if not device.startswith("cuda:"):
+        return device, None
+    indices = device.split(":", 1)[1]
+    os.environ["CUDA_VISIBLE_DEVICES"] = indices
+    count = len(indices.split(","))
+    return "cuda", list(range(count)) if count > 1 else None
 
 
 def _devices_of(app: Celery) -> list[str]:
@@ -90,12 +116,9 @@ def _make_context(app: Celery, index: int) -> WorkerContext:
     settings = settings_of(app)
     devices = _devices_of(app)
     device = devices[index % len(devices)]
-    fit_device = device
-    if device.startswith("cuda:"):
-        # pin the child to its GPU before torch is imported in it
-        os.environ["CUDA_VISIBLE_DEVICES"] = device.split(":", 1)[1]
-        fit_device = "cuda"
-    ctx = WorkerContext.create(settings, worker_name=f"{settings.worker_name}/{device}", device=device, fit_device=fit_device)
+    fit_device, fit_devices = bind_device(device)  # before torch is imported in this child
+    ctx = WorkerContext.create(settings, worker_name=f"{settings.worker_name}/{device}", device=device,
+                               fit_device=fit_device, fit_devices=fit_devices)
     ctx.on_stuck = _end_stuck_process
     with session_scope(ctx.factory) as s:
         workers.register_worker(s, name=ctx.worker_name, hostname=socket.gethostname(), devices=[device])

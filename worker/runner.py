@@ -71,6 +71,7 @@ class WorkerContext:
         worker_name: This process's name in the workers table and on the runs it claims.
         device: The device shown in the database (``cuda:1``, ``cpu``).
         fit_device: The device passed to ``fit`` (``cuda`` when ``CUDA_VISIBLE_DEVICES`` pins it).
+        fit_devices: The ``devices`` passed to ``fit`` for a GPU group (``[0, 1]``: DDP), else None.
         shutdown: Set when the process should stop; a run in progress is released.
         current_id: The run or job being executed, for the workers table.
         on_stuck: Called (from the heartbeat thread) when a training has not stopped within
@@ -83,6 +84,7 @@ class WorkerContext:
     worker_name: str
     device: str
     fit_device: str
+    fit_devices: list[int] | None = None
     shutdown: threading.Event = dataclasses.field(default_factory=threading.Event)
     current_id: int | None = None
     current_kind: str = "run"
@@ -98,7 +100,8 @@ class WorkerContext:
 
     @classmethod
     def create(
-        cls, settings: Settings, *, worker_name: str, device: str, fit_device: str | None = None
+        cls, settings: Settings, *, worker_name: str, device: str, fit_device: str | None = None,
+        fit_devices: list[int] | None = None,
     ) -> WorkerContext:
         """A context with its own engine (build it after forking, never before)."""
         engine = make_engine(settings)
@@ -108,6 +111,7 @@ class WorkerContext:
             worker_name=worker_name,
             device=device,
             fit_device=fit_device or device,
+            fit_devices=fit_devices,
         )
 
 
@@ -387,6 +391,7 @@ def _train(
             callbacks=[progress],
             resume=resume,
             device=ctx.fit_device,
+            devices=ctx.fit_devices,
         )
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised if fatal
         if progress is not None and progress.stop_reason is not None and type(exc).__name__ == "StopTraining":

@@ -86,13 +86,18 @@ class TorchSegmentationDataset(Dataset):
 
     Each item is a dict:
 
-    - ``image``: float32 ``[3, H, W]`` (normalised by the transform; plain /255 without one);
+    - ``image``: float32 ``[3, H, W]`` (normalised by the transform; plain /255 without one), or
+      uint8 ``[3, H, W]`` with ``keep_uint8=True`` when the transform leaves uint8 pixels (training
+      normalises them on the device);
     - ``mask``: int64 ``[H, W]`` (multiclass, ``ignore_index`` where unlabelled) or float32
       ``[K, H, W]`` (multilabel); absent with ``test=True``;
     - ``id``: the image id (``pseudo:<k>:<id>`` for the k-th pseudo-label dataset);
     - ``orig_size``: int64 ``[2]``, the image's (height, width) before the transform.
 
-    Works with ``num_workers`` 0 and above: each worker reseeds the transform and the copy-paste
+    An item can be asked for as ``ds[(index, seed)]``: its augmentations and copy-paste then draw from
+    ``seed`` alone, whatever process serves it (see :class:`segcore.training._feed.SeededSampler`).
+
+    Otherwise it works with ``num_workers`` 0 and above: each worker reseeds the transform and the copy-paste
     random state from its torch worker seed, so workers never repeat each other's augmentations
     and a seeded ``DataLoader`` generator repeats them. In the main process (``num_workers=0``)
     with ``seed=None``, every item draws its randomness from numpy's global state (the transform
@@ -108,6 +113,8 @@ class TorchSegmentationDataset(Dataset):
         seed: Random state of copy-paste in the main process (workers derive theirs); None follows
             numpy's global state.
         cfg: The experiment config; when given, its task and class count must match ``dataset``.
+        keep_uint8: Serve uint8 images (and multiclass uint8 masks) as uint8, 4-8x less to copy, instead of
+            converting them to float32 (int64).
     """
 
     def __init__(
@@ -121,6 +128,7 @@ class TorchSegmentationDataset(Dataset):
         pseudo: Sequence[SegDataset] | None = None,
         seed: int | None = None,
         cfg: ExperimentConfig | None = None,
+        keep_uint8: bool = False,
     ) -> None:
         if cfg is not None and (cfg.data.task is not dataset.task or cfg.data.num_classes != dataset.num_classes):
             raise DatasetError(
@@ -149,6 +157,7 @@ class TorchSegmentationDataset(Dataset):
                     f"dataset has {dataset.num_classes} {dataset.task.value}; regenerate it for these classes"
                 )
             self.items += [(pds, i, f"{PSEUDO_ID_PREFIX}:{k}:{i}") for i in pds.ids]
+        self.keep_uint8 = keep_uint8
         self._follow_global = seed is None
         self._transform_has_seed = getattr(transform, "seed", None) is not None
         self._rng = np.random.default_rng(seed)
@@ -179,9 +188,18 @@ class TorchSegmentationDataset(Dataset):
                     self.transform.set_random_seed(seed)
         return self._rng
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def _seeded_rng(self, seed: int) -> np.random.Generator:
+        if hasattr(self.transform, "set_random_seed"):
+            self.transform.set_random_seed(seed)
+        return np.random.default_rng(seed)
+
+    def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:
+        if isinstance(index, tuple):
+            index, seed = index
+            rng = self._seeded_rng(seed)
+        else:
+            rng = self._worker_rng()
         ds, image_id, key = self.items[index]
-        rng = self._worker_rng()
         if self.test:
             image = ds.load_test_image(image_id)
             mask = None
@@ -197,16 +215,20 @@ class TorchSegmentationDataset(Dataset):
                 image, mask = self.copy_paste(image, mask, rng)
         orig_size = torch.tensor(image.shape[:2], dtype=torch.int64)
         image, mask = apply_transform(self.transform, image, mask, self.dataset.task)
-        if image.dtype == np.uint8:
+        if image.dtype == np.uint8 and not self.keep_uint8:
             image = image.astype(np.float32) / 255.0
+        elif image.dtype != np.uint8:
+            image = image.astype(np.float32, copy=False)
         item: dict[str, Any] = {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1), dtype=np.float32)),
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
             "id": key,
             "orig_size": orig_size,
         }
         if mask is not None:
             if self.dataset.task is TaskType.MULTILABEL:
                 item["mask"] = torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))
+            elif self.keep_uint8 and mask.dtype == np.uint8:
+                item["mask"] = torch.from_numpy(np.ascontiguousarray(mask))  # class indices; int64 on the device
             else:
                 item["mask"] = torch.from_numpy(np.ascontiguousarray(mask).astype(np.int64))
         return item

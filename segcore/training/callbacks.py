@@ -3,7 +3,8 @@
 A callback is any object with some of these methods; each is optional:
 
 - ``on_train_start(info: dict)``: epochs, steps_per_epoch, num_train, num_val, device, start_epoch
-- ``on_step(report: StepReport)``: after every optimizer step (throttle expensive work yourself)
+- ``on_step(report: StepReport)``: at each sync point: every step on the CPU, at most every second
+  on CUDA (the loss is the mean since the last report; throttle expensive work yourself)
 - ``on_epoch_end(report: EpochReport)``: after every epoch, with validation metrics when validated
 - ``on_checkpoint(path: Path, best: bool)``: after a checkpoint folder is written
 - ``on_log(line: str)``: human-readable log lines
@@ -51,6 +52,9 @@ class EpochReport:
     val: dict[str, Any] | None
     is_best: bool
     loss_terms: dict[str, float] = field(default_factory=dict)
+    # seconds spent on each part of the epoch: train_s (what images_per_s counts), val_s,
+    # checkpoint_s, and loader_start_s / compile_warmup_s when they happened
+    timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +68,7 @@ class EpochReport:
             "val": self.val,
             "is_best": self.is_best,
             "loss_terms": self.loss_terms,
+            "timings": self.timings,
         }
 
 

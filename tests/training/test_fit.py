@@ -20,7 +20,7 @@ pytestmark = pytest.mark.slow
 def test_tiny_fit_learns_well_above_chance(trained_run):
     result = trained_run["result"]
     assert result.status == "completed"
-    assert result.epochs_run == 6
+    assert result.epochs_run == 8
     # 4 classes: a model that predicts one class everywhere scores at most ~0.25 mIoU here
     assert result.best_metrics["miou"] > 0.5, result.best_metrics
     first = result.history[0].val["miou"]
@@ -28,7 +28,7 @@ def test_tiny_fit_learns_well_above_chance(trained_run):
     for key in ("miou", "miou_per_image", "dice", "dice_per_image", "pixel_accuracy", "loss", "per_class"):
         assert key in result.best_metrics
     lines = (trained_run["workdir"] / "metrics.jsonl").read_text().splitlines()
-    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6]
+    assert [json.loads(x)["epoch"] for x in lines] == [1, 2, 3, 4, 5, 6, 7, 8]
 
 
 def test_best_checkpoint_rebuilds_the_same_model(trained_run):
@@ -43,7 +43,7 @@ def test_best_checkpoint_rebuilds_the_same_model(trained_run):
     again = load_checkpoint(result.best_checkpoint)
     assert torch.equal(ckpt.model(x), again.model(x))
     last = load_checkpoint(result.last_checkpoint, with_train_state=True)
-    assert last.train_state["epoch"] == 6
+    assert last.train_state["epoch"] == 8
     assert "optimizer" in last.train_state and "rng" in last.train_state
 
 
@@ -95,14 +95,55 @@ def test_callback_stop_is_reported(tiny_config, tmp_path):
     assert len(seen) == 2 and result.epochs_run == 0 and result.val_store is None
 
 
+class _Snapshots:
+    """The raw weights after each epoch, read back from `last` (checkpointed every epoch)."""
+
+    def __init__(self) -> None:
+        self.by_epoch: dict[int, dict[str, torch.Tensor]] = {}
+
+    def on_checkpoint(self, path, best):
+        if not best:
+            ckpt = load_checkpoint(path, with_train_state=True)
+            self.by_epoch[ckpt.train_state["epoch"]] = ckpt.model.state_dict()
+
+
 def test_early_stopping_and_averaging_options(tiny_config, tmp_path):
-    cfg = tiny_config(
-        training={"epochs": 4, "batch_size": 8, "ema_decay": 0.9, "swa_start_epoch": 2, "early_stopping_patience": 1},
-        evaluation={"monitor": "loss"},
-    )
-    result = fit(cfg, tmp_path / "avg", write_val_store=False)
-    assert result.status in {"completed", "early_stopped"}
-    assert all(math.isfinite(r.train_loss) for r in result.history)
+    # early stopping on mIoU, which stalls in the first epochs here; the stop epoch computed by hand
+    stopping = tiny_config(training={"epochs": 8, "batch_size": 8, "early_stopping_patience": 1})
+    result = fit(stopping, tmp_path / "stop", write_val_store=False)
+    scores = [r.val["miou"] for r in result.history]
+    best, expected_stop = -math.inf, None
+    for epoch, score in enumerate(scores, start=1):
+        if score <= best:
+            expected_stop = epoch
+            break
+        best = score
+    assert expected_stop is not None and expected_stop < 8, scores
+    assert result.status == "early_stopped" and result.epochs_run == expected_stop
+
+    # SWA from epoch 2 and EMA: the averages by hand from the raw weights of every epoch
+    averaging = tiny_config(training={"epochs": 4, "batch_size": 8, "ema_decay": 0.9, "swa_start_epoch": 2})
+    snaps = _Snapshots()
+    result = fit(averaging, tmp_path / "avg", callbacks=[snaps], write_val_store=False)
+    assert result.status == "completed"
+    state = load_checkpoint(result.last_checkpoint, with_train_state=True).train_state
+    swa = state["swa"]
+    assert int(swa["n_averaged"]) == 3
+    for name, value in snaps.by_epoch[4].items():
+        if not value.is_floating_point():  # num_batches_tracked: recounted by the BN update over 3 steps
+            assert int(swa[f"module.{name}"]) == 3, name
+        elif "running_" not in name:  # BatchNorm statistics are recomputed for the average, not averaged
+            hand = torch.stack([snaps.by_epoch[e][name].double() for e in (2, 3, 4)]).mean(0)
+            assert torch.allclose(swa[f"module.{name}"].double(), hand, atol=1e-6), name
+    # the best checkpoint (epoch >= 2) holds the SWA weights; EMA was updated after each of 3 x 4 steps
+    assert result.best_epoch >= 2
+    best_weights = load_checkpoint(result.best_checkpoint).model.state_dict()
+    kept = [e for e in range(2, result.best_epoch + 1)]
+    for name, value in best_weights.items():
+        if value.is_floating_point() and "running_" not in name:
+            hand = torch.stack([snaps.by_epoch[e][name].double() for e in kept]).mean(0)
+            assert torch.allclose(value.double(), hand, atol=1e-6), name
+    assert int(state["ema"]["n_averaged"]) == 4 * 3
 
 
 def test_fp16_on_cpu_is_refused_with_a_fix(tiny_config, tmp_path):

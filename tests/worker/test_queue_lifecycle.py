@@ -219,6 +219,32 @@ def test_devices_and_per_child_binding(tmp_path: Path, monkeypatch: pytest.Monke
         ctx.factory.kw["bind"].dispose()
 
 
+def test_ddp_worker_binds_one_child_to_all_its_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--gpus 0,2 --ddp` gives one pool child that sees both GPUs and passes them to fit as devices."""
+    from worker.celery_app import make_celery
+    from worker.process import _make_context, parse_devices
+
+    assert parse_devices("0,2", ddp=True) == ["cuda:0,2"]
+    for bad in (None, "cpu", "1"):
+        with pytest.raises(ValueError, match="--ddp"):
+            parse_devices(bad, ddp=True)
+    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'd.db'}", redis_url="redis://127.0.0.1:1/0",
+                             worker_name="box")
+    migrated(settings)
+    app = make_celery(settings)
+    app.conf.segboard_devices = parse_devices("0,2", ddp=True)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # restored after the test
+    ctx = _make_context(app, 0)
+    try:
+        assert (ctx.worker_name, ctx.fit_device, ctx.fit_devices) == ("box/cuda:0,2", "cuda", [0, 1])
+        assert os.environ["CUDA_VISIBLE_DEVICES"] == "0,2"
+    finally:
+        for t in threading.enumerate():
+            if t.name == "worker-node-heartbeat" and getattr(t, "ctx", None) is ctx:
+                t.stopped.set()
+        ctx.factory.kw["bind"].dispose()
+
+
 def test_a_run_that_keeps_killing_its_worker_fails_with_the_reason(factory: Any) -> None:
     (run_id,) = _submit(factory)
     t = utcnow()
