@@ -326,11 +326,14 @@ class WeightedLoss(nn.Module):
         logits = logits.float()  # region losses are unstable in half precision
         if self.task is TaskType.MULTILABEL:
             target = target.float()
-        elif not bool((target != self.ignore_index).any()):
-            # nothing labelled: several terms would divide by zero; keep the graph connected
-            zero = logits.sum() * 0.0
-            return {**{k: zero for k in self.keys}, "total": zero}
-        values = {k: term(logits, target) for k, term in zip(self.keys, self.terms)}
+            values = {k: term(logits, target) for k, term in zip(self.keys, self.terms)}
+        else:
+            # A batch with nothing labelled (e.g. a crop inside an ignored region) would make several
+            # terms divide by zero. It is scored on a stand-in target and weighed 0, decided on the
+            # device: reading the flag on the host would stall every training step on a GPU.
+            labelled = (target != self.ignore_index).any()
+            target = torch.where(labelled, target, torch.zeros_like(target))
+            values = {k: term(logits, target) * labelled for k, term in zip(self.keys, self.terms)}
         total = sum(w * values[k] for k, w in zip(self.keys, self.weights))
         return {**values, "total": total}
 

@@ -184,3 +184,21 @@ def test_wrong_target_shape_is_explained() -> None:
     logits, _, _ = _data("multiclass")
     with pytest.raises(Exception, match=r"int64 target \[N, H, W\]"):
         _single("ce", "multiclass")(logits, torch.zeros(2, 64, 64, dtype=torch.float32))
+
+
+def test_a_batch_with_nothing_labelled_gives_zero_loss_and_zero_gradients() -> None:
+    from segcore.config import parse_config
+    from segcore.losses import build_loss
+
+    cfg = parse_config({"data": {"source": {"format": "mask_folder", "root": "x"}, "classes": ["a", "b", "c"]},
+                        "loss": "0.5*ce + 0.3*dice + 0.2*lovasz"})
+    loss_fn = build_loss(cfg)
+    logits = torch.randn(2, 3, 8, 8, requires_grad=True)
+    target = torch.full((2, 8, 8), cfg.data.ignore_index, dtype=torch.long)
+    loss = loss_fn(logits, target)
+    loss.backward()
+    assert float(loss) == 0.0
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+    # one labelled pixel: a real loss again
+    target[0, 0, 0] = 1
+    assert float(loss_fn(logits, target)) > 0

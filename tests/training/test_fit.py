@@ -13,6 +13,7 @@ import torch
 from segcore.checkpoint import load_checkpoint
 from segcore.errors import ConfigError, TrainingError
 from segcore.training import EpochReport, StopTraining, fit
+from segcore.training._device import resolve_runtime
 
 pytestmark = pytest.mark.slow
 
@@ -87,12 +88,17 @@ def test_callback_stop_is_reported(tiny_config, tmp_path):
     class Cancel:
         def on_step(self, report):
             seen.append(report)
-            if report.step == 2:
+            if report.step >= 2:
                 raise StopTraining("cancelled by alice")
 
-    result = fit(tiny_config(), tmp_path / "stop", callbacks=[Cancel()])
+    cfg = tiny_config()
+    result = fit(cfg, tmp_path / "stop", callbacks=[Cancel()])
     assert result.status == "stopped" and result.stop_reason == "cancelled by alice"
-    assert len(seen) == 2 and result.epochs_run == 0 and result.val_store is None
+    assert result.epochs_run == 0 and result.val_store is None
+    # the CPU reports every step; CUDA reads the loss at most once a second, so reports are sparser there
+    if resolve_runtime(cfg.training).device.type == "cpu":
+        assert [r.step for r in seen] == [1, 2]
+    assert seen[-1].step >= 2 and seen[-1].steps_per_epoch == 3
 
 
 class _Snapshots:
