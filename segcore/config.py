@@ -40,6 +40,7 @@ __all__ = [
     "HoldoutSplit",
     "KFoldSplit",
     "SplitConfig",
+    "RareClassCropConfig",
     "DataConfig",
     "ModelConfig",
     "LossTerm",
@@ -179,6 +180,31 @@ class KFoldSplit(_Strict):
 SplitConfig = Annotated[PredefinedSplit | HoldoutSplit | KFoldSplit, Field(discriminator="kind")]
 
 
+class RareClassCropConfig(_Strict):
+    """Training crops placed on rare classes more often (needs ``data.crop_size``).
+
+    With probability ``p`` a crop is placed around a pixel of one class present in the image, drawn
+    with probability proportional to ``class_weights``; otherwise the crop is uniform.
+    """
+
+    p: float = Field(
+        default=0.0, ge=0, le=1,
+        description="Chance that a training crop is placed on a rare-class pixel instead of uniformly; 0 disables.",
+    )
+    class_weights: list[float] | Literal["auto"] = Field(
+        default="auto",
+        description="How much each class is favoured when one is drawn: one non-negative number per class, or "
+        "'auto' = 1/sqrt(pixel share) of the training split, computed once per run.",
+    )
+
+    @field_validator("class_weights")
+    @classmethod
+    def _weights(cls, v: list[float] | str) -> list[float] | str:
+        if isinstance(v, list) and (any(w < 0 for w in v) or not any(w > 0 for w in v)):
+            raise ValueError(f"class_weights must be non-negative numbers, not all zero, or 'auto'; got {v}")
+        return v
+
+
 class DataConfig(_Strict):
     source: DatasetSource
     task: TaskType = TaskType.MULTICLASS
@@ -190,9 +216,12 @@ class DataConfig(_Strict):
     image_size: tuple[int, int] | None = Field(
         default=None, description="(height, width) every image is resized to before augmentation; None keeps sizes."
     )
-    crop_size: tuple[int, int] | None = Field(
-        default=None, description="(height, width) of random training crops; val uses the full (resized) image."
+    crop_size: Literal["auto"] | tuple[int, int] | None = Field(
+        default=None,
+        description="(height, width) of random training crops, or 'auto': a square side chosen once per run from "
+        "the training images' sizes (see docs/recipes.md); val and prediction use the full (resized) image.",
     )
+    rare_class_crop: RareClassCropConfig = Field(default_factory=RareClassCropConfig)
     split: SplitConfig = Field(default_factory=HoldoutSplit)
     pseudo_labels: list[str] = Field(
         default_factory=list,
@@ -210,15 +239,39 @@ class DataConfig(_Strict):
             raise ValueError(f"duplicate class names: {dupes}")
         return v
 
+    @field_validator("crop_size", mode="before")
+    @classmethod
+    def _auto_spelling(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            if v.strip().lower() != "auto":
+                raise ValueError(f"crop_size is [height, width], 'auto' or null, got {v!r}")
+            return "auto"
+        return v
+
     @field_validator("image_size", "crop_size")
     @classmethod
-    def _positive_multiple_of_32(cls, v: tuple[int, int] | None) -> tuple[int, int] | None:
-        if v is not None:
+    def _positive_multiple_of_32(cls, v: tuple[int, int] | str | None) -> tuple[int, int] | str | None:
+        if v is not None and not isinstance(v, str):
             if min(v) <= 0:
                 raise ValueError(f"sizes must be positive, got {v}")
             if any(s % 32 for s in v):
                 raise ValueError(f"sizes must be multiples of 32 for the encoders' strides, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _rare_crops_need_crops(self) -> DataConfig:
+        rc = self.rare_class_crop
+        if rc.p > 0 and self.crop_size is None:
+            raise ValueError(
+                "rare_class_crop.p > 0 places training crops, so it needs data.crop_size: set it to 'auto' or "
+                "[height, width], or set rare_class_crop.p to 0"
+            )
+        if isinstance(rc.class_weights, list) and len(rc.class_weights) != self.num_classes:
+            raise ValueError(
+                f"rare_class_crop.class_weights needs one weight per class ({self.num_classes}), "
+                f"got {len(rc.class_weights)}; or use 'auto'"
+            )
+        return self
 
     @property
     def num_classes(self) -> int:
@@ -469,10 +522,10 @@ class ExperimentConfig(_Strict):
                 )
             if term.name == "weighted_ce":
                 w = term.params.get("weights")
-                if not isinstance(w, list) or len(w) != self.data.num_classes:
+                if w != "auto" and (not isinstance(w, list) or len(w) != self.data.num_classes):
                     raise ValueError(
-                        f"loss 'weighted_ce' needs params.weights with one weight per class "
-                        f"({self.data.num_classes}), got {w!r}"
+                        f"loss 'weighted_ce' needs params.weights: 'auto' (1/sqrt of each class's pixel share "
+                        f"in the training split) or one weight per class ({self.data.num_classes}), got {w!r}"
                     )
         if self.data.task is TaskType.MULTILABEL and self.evaluation.monitor.startswith("miou"):
             # allowed, but the standard for multilabel is dice; no error

@@ -137,6 +137,11 @@ def _make_ce(*, task: TaskType, num_classes: int, ignore_index: int) -> nn.Modul
 def _make_weighted_ce(
     *, task: TaskType, num_classes: int, ignore_index: int, weights: Any = None, smoothing: float = 0.0
 ) -> nn.Module:
+    if weights == "auto":
+        raise ConfigError(
+            "loss 'weighted_ce': weights 'auto' come from the training split's pixel shares, once per run: resolve "
+            "the config with segcore.data.policy.resolve_data_policy before building the loss"
+        )
     w = _per_class("weighted_ce", "weights", weights, num_classes)
     if float(w.sum()) <= 0:
         raise ConfigError("loss 'weighted_ce': parameter 'weights' must not be all zero")

@@ -23,7 +23,15 @@ from scipy import ndimage
 from segcore.config import TaskType
 from segcore.data.formats import CocoDataset, MultilabelJsonDataset, SegDataset
 
-__all__ = ["AREA_BIN_EDGES", "ClassStatistics", "DatasetStatistics", "compute_statistics", "polygon_area"]
+__all__ = [
+    "AREA_BIN_EDGES",
+    "ClassStatistics",
+    "DatasetStatistics",
+    "compute_statistics",
+    "frequency_weights",
+    "pixel_shares",
+    "polygon_area",
+]
 
 # Object areas in pixels are binned on a log2 scale: [1, 2), [2, 4), ... [2^20, inf).
 AREA_BIN_EDGES: list[int] = [2**k for k in range(21)]
@@ -65,15 +73,56 @@ class DatasetStatistics(BaseModel):
 
     def class_weights(self, *, power: float = 0.5) -> list[float]:
         """Inverse-frequency weights ``share**-power`` normalised to mean 1 (absent classes get the max)."""
-        shares = np.array([c.pixel_share for c in self.classes], dtype=np.float64)
-        w = np.zeros_like(shares)
-        present = shares > 0
+        return frequency_weights([c.pixel_share for c in self.classes], power=power)
+
+
+def frequency_weights(
+    shares: Sequence[float] | np.ndarray, *, power: float = 0.5, max_ratio: float | None = None
+) -> list[float]:
+    """Per-class weights that grow as a class gets rarer: ``w_c = share_c ** -power``, normalised to mean 1.
+
+    ``power=0.5`` is inverse-sqrt frequency, ``power=1`` plain inverse frequency. A class that never
+    occurs gets the largest weight of the others; with ``max_ratio`` no weight exceeds ``max_ratio``
+    times the smallest (so a handful of pixels cannot dominate).
+
+    Example:
+        >>> [round(w, 3) for w in frequency_weights([0.81, 0.09, 0.1], power=0.5)][:2]
+        [0.438, 1.315]
+    """
+    shares = np.asarray(shares, dtype=np.float64)
+    w = np.ones_like(shares)
+    present = shares > 0
+    if present.any():
         w[present] = shares[present] ** -power
-        if present.any():
-            w[~present] = w[present].max()
+        w[~present] = w[present].max()
+    if max_ratio is not None:
+        w = np.minimum(w, max_ratio * w.min())
+    return (w / w.mean()).tolist()
+
+
+def pixel_shares(dataset: SegDataset, ids: Sequence[str] | None = None) -> np.ndarray:
+    """Each class's share of the pixels of ``ids`` (default: every labelled image), from the masks alone.
+
+    Shares are defined as :attr:`ClassStatistics.pixel_share`: multiclass, of the labelled (not ignored)
+    pixels; multilabel, of all pixels. Cheaper than :func:`compute_statistics` (no object labelling),
+    so a run can afford it over its whole training split.
+
+    Returns:
+        ``[C]`` float64; zeros when nothing is labelled.
+    """
+    c = dataset.num_classes
+    counts = np.zeros(c, dtype=np.int64)
+    denom = 0
+    for image_id in dataset.ids if ids is None else ids:
+        mask = dataset.load_mask(image_id)
+        if dataset.task is TaskType.MULTILABEL:
+            counts += mask.reshape(c, -1).sum(axis=1).astype(np.int64)
+            denom += mask.shape[1] * mask.shape[2]
         else:
-            w[:] = 1.0
-        return (w / w.mean()).tolist()
+            binc = np.bincount(mask.ravel(), minlength=c)[:c]
+            counts += binc
+            denom += int(binc.sum())
+    return counts / denom if denom else np.zeros(c)
 
 
 def polygon_area(points: Sequence[Sequence[float]]) -> float:

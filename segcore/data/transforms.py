@@ -1,8 +1,10 @@
 """Augmentation pipelines (albumentations 2.x): named presets, extra transforms from the config, normalisation.
 
 A training pipeline is, in order: resize to ``data.image_size`` (if set), pad + random crop to
-``data.crop_size`` (if set), the preset's transforms, ``augmentation.transforms``, normalisation.
-The evaluation pipeline is resize + normalisation.
+``data.crop_size`` (if set; a rare-class-aware crop with ``data.rare_class_crop.p`` > 0, see
+:mod:`segcore.data.crops`), the preset's transforms, ``augmentation.transforms``, normalisation.
+The evaluation pipeline is resize + normalisation. A config whose crop size or class weights are
+still ``auto`` is resolved first (:func:`segcore.data.policy.resolve_data_policy`).
 
 Masks are never interpolated (nearest neighbour) and pixels that a geometric transform invents
 (padding, rotation corners) are filled with ``ignore_index`` in multiclass masks and 0 in multilabel
@@ -159,6 +161,9 @@ def mask_fill_value(cfg: ExperimentConfig) -> int:
 
 
 def _context(cfg: ExperimentConfig) -> PresetContext:
+    from segcore.data.policy import require_resolved
+
+    require_resolved(cfg)
     out = cfg.data.crop_size or cfg.data.image_size
     return PresetContext(out_size=tuple(out) if out else None, fill_mask=mask_fill_value(cfg), task=cfg.data.task)
 
@@ -213,8 +218,15 @@ def _resize_and_crop(cfg: ExperimentConfig, *, train: bool) -> list[Any]:
     if train and cfg.data.crop_size is not None:
         h, w = cfg.data.crop_size
         fill_mask = mask_fill_value(cfg)
+        # images smaller than the crop (mixed-size datasets) are padded, the padding ignored by the loss
         out.append(A.PadIfNeeded(min_height=h, min_width=w, border_mode=0, fill=0, fill_mask=fill_mask))
-        out.append(A.RandomCrop(height=h, width=w))
+        rare = cfg.data.rare_class_crop
+        if rare.p > 0:
+            from segcore.data.crops import RareClassCrop
+
+            out.append(RareClassCrop(height=h, width=w, class_weights=rare.class_weights, rare_p=rare.p))
+        else:
+            out.append(A.RandomCrop(height=h, width=w))
     return out
 
 
@@ -300,6 +312,9 @@ def preview_augmentations(
     """
     if not ids:
         raise ValueError("preview_augmentations needs at least one image id")
+    from segcore.data.policy import resolve_data_policy
+
+    cfg, _ = resolve_data_policy(cfg, dataset, ids)  # 'auto' values as a run on these ids would choose them
     transform = build_train_transform(cfg, normalize=False, seed=seed)
     out = []
     for k in range(n):
