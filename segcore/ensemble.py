@@ -17,6 +17,11 @@ Methods (``method=``):
   "probabilities" of a vote ensemble (what :func:`iter_ensemble` yields and stores) are the
   weighted vote shares; decode labels with :func:`iter_ensemble_labels` to get the tie rule.
 
+Labels (:func:`iter_ensemble_labels`, :func:`evaluate`) compare weighted means and vote shares
+exactly: they are summed in float64 from the members' stored values (uint8 codes, not their
+float32 dequantization), so an exact tie follows the rule above (soft: the lowest class index)
+instead of whichever class float32 rounding favours.
+
 Weight search (:func:`greedy_selection`, :func:`optimize_weights`) scores the soft mean with the
 dataset-level mIoU (multiclass) or mean Dice (multilabel), from a confusion matrix counted in
 NumPy with the definitions of :mod:`segcore.metrics` (a class absent from both prediction and
@@ -209,28 +214,77 @@ def ensemble_probs(
     return votes
 
 
+# Weighted means (and vote shares) closer than this are equal. They are summed in float64 from the
+# members' exact values (uint8 codes, see _weighted_mean), so an exact tie differs by rounding only
+# (~1e-16), far below any difference that stored probabilities and practical weights produce.
+_TIE = 1e-12
+
+
+def _weighted_mean(probs: Sequence[np.ndarray], weights: np.ndarray, quantized: Sequence[bool]) -> np.ndarray:
+    """C x H x W float64 weighted mean, summed one member at a time.
+
+    A quantized member's values are snapped back to their integer codes (``rint(p * 255)`` is
+    exact for dequantized uint8) and weighted by ``w / 255``, so members that tie in integers
+    tie here up to float64 rounding.
+    """
+    acc = np.zeros(probs[0].shape, np.float64)
+    for wi, p, q in zip(weights, probs, quantized):
+        if q:
+            acc += np.rint(p * np.float32(255.0)) * np.float64(wi / 255.0)
+        else:
+            acc += p * np.float64(wi)
+    return acc
+
+
+def _first_max(values: np.ndarray, among: np.ndarray | None = None) -> np.ndarray:
+    """Per pixel, the lowest class index whose value ties with the largest (only classes in ``among``)."""
+    if among is not None:
+        values = np.where(among, values, -np.inf)
+    return (values >= values.max(0, keepdims=True) - _TIE).argmax(0)
+
+
 def _labels(
-    combined: np.ndarray,
     probs: Sequence[np.ndarray],
     *,
     task: str,
     method: str,
     weights: np.ndarray,
     thresholds: np.ndarray,
+    quantized: Sequence[bool] | None = None,
 ) -> np.ndarray:
-    if method != "vote":
+    """Decode one image's ensemble into labels with the tie rules of the module docstring.
+
+    Args:
+        probs: one C x H x W array per member.
+        quantized: per member, whether its values are uint8 codes / 255 (a uint8 store read at
+            full resolution); those are summed exactly. None: no member is.
+    """
+    quantized = list(quantized) if quantized is not None else [False] * len(probs)
+    c = probs[0].shape[0]
+    dtype = np.uint8 if c <= 256 else np.uint16
+    thr = thresholds.astype(np.float64)[:, None, None]
+    if method == "geometric":
+        combined = ensemble_probs(probs, task=task, method="geometric", weights=weights)
         if task == "multiclass":
-            return combined.argmax(0).astype(np.uint8 if combined.shape[0] <= 256 else np.uint16)
-        return (combined >= thresholds.astype(np.float32)[:, None, None]).astype(np.uint8)
-    soft = ensemble_probs(probs, task=task, method="soft", weights=weights)
+            return combined.argmax(0).astype(dtype)
+        return (combined >= thr.astype(np.float32)).astype(np.uint8)
+    mean = _weighted_mean(probs, weights, quantized)
+    if method == "soft":
+        if task == "multiclass":
+            return _first_max(mean).astype(dtype)
+        return (mean >= thr - _TIE).astype(np.uint8)
+    votes = np.zeros(probs[0].shape, np.float64)
     if task == "multiclass":
-        top = combined.max(0, keepdims=True)
-        tied = combined >= top - 1e-6
-        labels = np.where(tied, soft, -1.0).argmax(0)
-        return labels.astype(np.uint8 if combined.shape[0] <= 256 else np.uint16)
-    half = np.isclose(combined, 0.5, atol=1e-6)
-    soft_yes = soft >= thresholds.astype(np.float32)[:, None, None]
-    return np.where(half, soft_yes, combined > 0.5).astype(np.uint8)
+        pixels = np.indices(probs[0].shape[1:], sparse=True)
+        for wi, p in zip(weights, probs):
+            votes[(p.argmax(0), *pixels)] += float(wi)  # one vote per pixel and member
+        tied = votes >= votes.max(0, keepdims=True) - _TIE
+        return _first_max(mean, among=tied).astype(dtype)
+    member_thr = thresholds.astype(np.float32)[:, None, None]  # each member votes as ensemble_probs counts it
+    for wi, p in zip(weights, probs):
+        votes += float(wi) * (p >= member_thr)
+    half = np.abs(votes - 0.5) <= _TIE
+    return np.where(half, mean >= thr - _TIE, votes > 0.5).astype(np.uint8)
 
 
 # ---------------------------------------------------------------- streaming
@@ -280,8 +334,8 @@ def iter_ensemble_labels(
     task = readers[0].task
     for image_id in ids if ids is not None else readers[0].ids:
         probs = [r.read(image_id) for r in readers]
-        combined = ensemble_probs(probs, task=task, method=method, weights=w, thresholds=thr)
-        yield image_id, _labels(combined, probs, task=task, method=method, weights=w, thresholds=thr)
+        quantized = [r.dtype == "uint8" and r.stored_size(image_id) == r.size(image_id) for r in readers]
+        yield image_id, _labels(probs, task=task, method=method, weights=w, thresholds=thr, quantized=quantized)
 
 
 def ensemble_to_store(

@@ -81,15 +81,56 @@ def test_multiclass_vote_tie_rules():
 
     w = np.array([0.5, 0.5])
     thr = np.full(3, 0.5)
-    labels = _labels(votes, [p1, p2], task="multiclass", method="vote", weights=w, thresholds=thr)
+    labels = _labels([p1, p2], task="multiclass", method="vote", weights=w, thresholds=thr)
     assert labels[0, 0] == 2  # soft mean: a=0.35, b=0.65
     assert labels[0, 1] == 1  # soft mean: a=b=0.5 -> lowest index
     # a weighted majority beats the soft mean
-    labels = _labels(
-        ensemble_probs([p1, p2], task="multiclass", method="vote", weights=[3, 1]),
-        [p1, p2], task="multiclass", method="vote", weights=np.array([0.75, 0.25]), thresholds=thr,
-    )
+    labels = _labels([p1, p2], task="multiclass", method="vote", weights=np.array([0.75, 0.25]), thresholds=thr)
     assert labels[0, 0] == 1
+
+
+def _tied_stores(tmp_path, task: str, seed: int = 0):
+    """Three uint8 stores whose codes come from a few values, so exact ties are everywhere."""
+    rng = np.random.default_rng(seed)
+    codes = rng.choice(np.array([51, 102, 153, 204]), size=(3, 3, 48, 48)).astype(np.int64)  # M x C x H x W
+    stores = []
+    for m in range(3):
+        with ProbabilityStore.create(tmp_path / f"t{m}", classes=["a", "b", "c"], task=task) as w:
+            w.write("x", codes[m] / 255.0)
+        stores.append(ProbabilityStore.open(tmp_path / f"t{m}"))
+    return codes, stores
+
+
+@pytest.mark.parametrize("weights", [[1, 1, 1], [1, 2, 3], [2, 1, 1]])
+def test_exact_integer_ties_follow_the_documented_rule(tmp_path, weights):
+    """uint8 members whose weighted means tie exactly in integers: the rule decides, not float32 rounding."""
+    codes, stores = _tied_stores(tmp_path, "multiclass")
+    w = np.array(weights, np.int64)
+    sums = np.einsum("m,mchw->chw", w, codes)  # weighted sums of codes: exact integers
+    winners = codes.argmax(1)  # each member's vote (lowest index among its own equal codes)
+    votes = np.stack([(w[:, None, None] * (winners == k)).sum(0) for k in range(3)])
+    vote_tied = votes == votes.max(0)
+    want_vote = np.where(vote_tied, sums, -1).argmax(0)  # most votes, then highest mean, then lowest index
+    want_soft = sums.argmax(0)  # highest mean, then lowest index
+    assert (vote_tied.sum(0) > 1).sum() > 100 and ((sums == sums.max(0)).sum(0) > 1).sum() > 100  # ties are common
+    (_, vote), = iter_ensemble_labels(stores, method="vote", weights=weights)
+    (_, soft), = iter_ensemble_labels(stores, method="soft", weights=weights)
+    np.testing.assert_array_equal(vote, want_vote)
+    np.testing.assert_array_equal(soft, want_soft)
+
+
+@pytest.mark.parametrize("weights", [[1, 1, 0], [3, 1, 2], [2, 1, 1]])
+def test_exact_multilabel_half_vote_ties(tmp_path, weights):
+    """Exactly half the weight votes yes: the exact weighted mean against the threshold decides."""
+    codes, stores = _tied_stores(tmp_path, "multilabel", seed=1)
+    w = np.array(weights, np.int64)[:, None, None, None]
+    yes = (w * (codes >= 128)).sum(0)  # weight voting yes at threshold 0.5 (no code lies in (127.5, 128))
+    total = (w * codes).sum(0)  # weighted sum of codes: the mean is total / (255 * sum(w))
+    half = 2 * yes == w.sum()
+    assert half.sum() > 100 and (half & (2 * total == 255 * w.sum())).sum() > 10  # ties at the threshold too
+    want = np.where(half, 2 * total >= 255 * w.sum(), 2 * yes > w.sum())
+    (_, lab), = iter_ensemble_labels(stores, method="vote", weights=weights, thresholds=0.5)
+    np.testing.assert_array_equal(lab, want.astype(np.uint8))
 
 
 def test_multilabel_vote_and_thresholds(tmp_path):
