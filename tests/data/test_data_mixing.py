@@ -91,10 +91,18 @@ def test_copy_paste_multilabel(multilabel_source) -> None:
     ds = open_dataset(multilabel_source, classes=["bone", "joint", "implant"], task="multilabel")
     cp = CopyPaste.from_config(ds, ds.ids, MixingConfig(copy_paste_p=1.0, copy_paste_classes=["implant"]))
     assert cp is not None
-    mask = ds.load_mask(ds.ids[0])
-    _, out = cp(ds.load_image(ds.ids[0]), mask, np.random.default_rng(0))
+    image, mask = ds.load_image(ds.ids[0]), ds.load_mask(ds.ids[0])
+    out_img, out = cp(image, mask, np.random.default_rng(0))
     assert out.shape == mask.shape and set(np.unique(out)) <= {0, 1}
-    assert out[2].sum() >= mask[2].sum()
+    assert (out_img != image).any() and (out != mask).any()  # something was pasted
+    # on an empty canvas every pasted pixel is new: the implant count grows from 0, and the
+    # image changes only where the mask now says implant (pasted pixels carry their own labels)
+    blank_img, blank = np.zeros_like(image), np.zeros_like(mask)
+    pasted_img, pasted = cp(blank_img, blank, np.random.default_rng(0))
+    changed = (pasted_img != blank_img).any(axis=-1)
+    assert pasted[2].sum() > 0 and changed.any()
+    assert pasted[2][changed].all()
+    assert not blank.any() and not blank_img.any()  # inputs untouched
     assert CopyPaste.from_config(ds, ds.ids, MixingConfig()) is None
 
 
