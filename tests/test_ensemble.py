@@ -77,7 +77,7 @@ def test_multiclass_vote_tie_rules():
     p2[:, 0, 1] = [0.0, 0.4, 0.6]
     votes = ensemble_probs([p1, p2], task="multiclass", method="vote")
     np.testing.assert_allclose(votes[:, 0, 0], [0, 0.5, 0.5])
-    from segcore.ensemble import _labels
+    from segcore.ensemble._combine import _labels
 
     w = np.array([0.5, 0.5])
     thr = np.full(3, 0.5)
