@@ -26,8 +26,6 @@ import hashlib
 import io
 import json
 import math
-import re
-import zipfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -35,6 +33,15 @@ from typing import Any, Literal
 import numpy as np
 
 from segcore.errors import StoreError
+from segcore.inference._store_entry import (
+    ARRAY_KEY,
+    dequantize,
+    encode_entry,
+    entry_file,
+    quantize,
+    resize_chw,
+    stored_shape,
+)
 from segcore.io import atomic_dir, atomic_write_text
 
 __all__ = [
@@ -50,65 +57,8 @@ STORE_FORMAT = "segcore.probability_store"
 STORE_VERSION = 1
 _MANIFEST = "manifest.json"
 _ENTRIES = "entries"
-_ARRAY_KEY = "probs"
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,150}$")
 _DTYPES = ("uint8", "float16")
 _TASKS = ("multiclass", "multilabel")
-
-
-def _entry_file(image_id: str) -> str:
-    """A file name for an image id: the id itself when it is file-safe, else a sanitised id + hash."""
-    if _SAFE_ID.match(image_id) and not image_id.endswith("."):
-        return f"{image_id}.npz"
-    digest = hashlib.sha1(image_id.encode("utf-8")).hexdigest()[:12]
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", image_id)[:80].strip("._") or "id"
-    return f"{stem}-{digest}.npz"
-
-
-def _stored_shape(height: int, width: int, max_side: int | None) -> tuple[int, int]:
-    """The grid an image of ``height x width`` is stored at: full size, or longest side ``max_side``."""
-    if max_side is None or max(height, width) <= max_side:
-        return height, width
-    scale = max_side / max(height, width)
-    return max(1, round(height * scale)), max(1, round(width * scale))
-
-
-def _resize_chw(arr: np.ndarray, shape: tuple[int, int], *, area: bool) -> np.ndarray:
-    """Resize a C x H x W float32 array to ``shape`` (area averaging down, bilinear up)."""
-    import cv2
-
-    h, w = shape
-    if arr.shape[1:] == (h, w):
-        return arr
-    interp = cv2.INTER_AREA if area else cv2.INTER_LINEAR
-    out = np.empty((arr.shape[0], h, w), dtype=np.float32)
-    # cv2 handles at most 512 channels per call; 4 keeps each call on its fast SIMD path.
-    for c0 in range(0, arr.shape[0], 4):
-        chunk = np.ascontiguousarray(arr[c0 : c0 + 4].transpose(1, 2, 0))
-        res = cv2.resize(chunk, (w, h), interpolation=interp)
-        out[c0 : c0 + 4] = res.reshape(h, w, -1).transpose(2, 0, 1)
-    return out
-
-
-def _quantize(probs: np.ndarray, dtype: str) -> np.ndarray:
-    if dtype == "uint8":
-        return np.rint(np.clip(probs, 0.0, 1.0) * 255.0).astype(np.uint8)
-    return np.clip(probs, 0.0, 1.0).astype(np.float16)
-
-
-def _dequantize(arr: np.ndarray) -> np.ndarray:
-    if arr.dtype == np.uint8:
-        return arr.astype(np.float32) * np.float32(1.0 / 255.0)
-    return arr.astype(np.float32)
-
-
-def _encode_entry(arr: np.ndarray, compresslevel: int) -> bytes:
-    """An ``.npz`` (zip, deflate) holding ``probs``; readable by ``np.load``."""
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=compresslevel) as zf:
-        with zf.open(f"{_ARRAY_KEY}.npy", "w", force_zip64=True) as fh:
-            np.lib.format.write_array(fh, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
 
 
 def labels_from_probs(
@@ -220,10 +170,10 @@ class StoreWriter:
                 "apply softmax/sigmoid before writing"
             )
         height, width = int(probs.shape[1]), int(probs.shape[2])
-        stored = _stored_shape(height, width, self.max_side)
-        small = _resize_chw(probs, stored, area=True)
-        data = _encode_entry(_quantize(small, self.dtype), self._compresslevel)
-        name = _entry_file(image_id)
+        stored = stored_shape(height, width, self.max_side)
+        small = resize_chw(probs, stored, area=True)
+        data = encode_entry(quantize(small, self.dtype), self._compresslevel)
+        name = entry_file(image_id)
         if name in self._files:  # two unsafe ids sanitised to the same stem and hash prefix
             name = f"{Path(name).stem}-{len(self._entries)}.npz"
         (self._tmp / _ENTRIES / name).write_bytes(data)
@@ -372,7 +322,7 @@ class StoreReader:
             raise StoreError(f"{where} is corrupt (checksum mismatch); re-create the store")
         try:
             with np.load(io.BytesIO(data), allow_pickle=False) as npz:
-                arr = npz[_ARRAY_KEY]
+                arr = npz[ARRAY_KEY]
         except Exception as exc:  # zip and npy decoding raise many types
             raise StoreError(f"{where} cannot be decoded ({exc}); re-create the store") from exc
         expected = (len(self.classes), int(e["stored_height"]), int(e["stored_width"]))
@@ -393,9 +343,9 @@ class StoreReader:
         Returns:
             C x H x W float32 in [0, 1].
         """
-        probs = _dequantize(self.read_stored(image_id))
+        probs = dequantize(self.read_stored(image_id))
         if resolution == "original":
-            probs = _resize_chw(probs, self.size(image_id), area=False)
+            probs = resize_chw(probs, self.size(image_id), area=False)
         return probs
 
     def read_labels(self, image_id: str, threshold: float | Sequence[float] = 0.5) -> np.ndarray:

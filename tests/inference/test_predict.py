@@ -310,9 +310,9 @@ def test_predict_to_store_with_windows_on_a_reduced_grid(tmp_path):
         window=SlidingWindow(size=(64, 64), overlap=0.5, memory_budget_mb=0.05), max_side=48, precision="fp32",
     )
     assert store.stored_size("xray") == (48, 36) and store.size("xray") == (128, 96)
-    from segcore.inference.store import _resize_chw
+    from segcore.inference._store_entry import resize_chw
 
-    small = _resize_chw(predict(model, image, task="multilabel"), (48, 36), area=True)
+    small = resize_chw(predict(model, image, task="multilabel"), (48, 36), area=True)
     np.testing.assert_allclose(store.read("xray", resolution="stored"), small, atol=0.5 / 255 + 1e-4)
 
 
