@@ -20,6 +20,7 @@ from segcore.data.formats._coco import validate_coco
 from segcore.data.formats._files import list_images
 from segcore.data.formats._mask_folder import validate_mask_folder
 from segcore.data.formats._multilabel_json import validate_multilabel_json
+from segcore.data.formats._problems import COORD_TOLERANCE as COORD_TOLERANCE  # importable as before the split
 from segcore.data.formats._problems import (
     Collector,
     DatasetReport,

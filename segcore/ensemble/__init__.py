@@ -46,6 +46,9 @@ from segcore.ensemble._combine import (
     iter_ensemble_labels,
 )
 from segcore.ensemble._search import SearchCache, WeightSearchResult, evaluate, greedy_selection, optimize_weights
+# the type aliases of the signatures, importable from here as before the split
+from segcore.ensemble._combine import Member as Member
+from segcore.ensemble._search import Targets as Targets
 
 __all__ = [
     "Method",
