@@ -33,7 +33,7 @@ from typing import Any
 from worker.errors import ServiceError
 from worker.settings import Settings
 
-__all__ = ["Artifacts", "ArtifactError", "is_url", "local_path", "local_source"]
+__all__ = ["Artifacts", "ArtifactError", "is_url", "local_path", "local_source", "open_local_dataset"]
 
 _STATE_PREFIX = ".segboard-"
 _FETCHED = ".segboard-fetched.json"  # rel path -> remote token of the copy on disk
@@ -347,6 +347,44 @@ def local_source(artifacts: Artifacts | None, source: Any, dataset_root: str | N
     if artifacts is not None:
         return artifacts.local_source(source, dataset_root)
     return source, dataset_root
+
+
+def open_local_dataset(
+    artifacts: Artifacts | None,
+    source: Any,
+    *,
+    classes: Any,
+    task: Any,
+    ignore_index: int,
+    dataset_root: str | None,
+) -> Any:
+    """segcore's ``SegDataset`` of a dataset source, mirrored locally first when it is remote.
+
+    The one place that turns a stored dataset (its source, classes, task and ignore index) into
+    something segcore reads: services, job handlers and the dashboard all open datasets here.
+
+    Args:
+        artifacts: Mirrors a remote source or dataset root; None: both must be local.
+        source: A segcore ``DatasetSource`` or its stored dict form.
+        classes: Class names in index order.
+        task: ``multiclass`` or ``multilabel`` (a ``TaskType`` or its value).
+        ignore_index: Label value of unlabelled pixels.
+        dataset_root: Folder a relative ``source.root`` is resolved against (the settings' one).
+
+    Raises:
+        DatasetError: the files cannot be opened as that format.
+        ArtifactError: a remote source cannot be fetched.
+    """
+    from segcore.config import DatasetSource
+    from segcore.data.formats import open_dataset
+
+    if isinstance(source, dict):
+        from pydantic import TypeAdapter
+
+        source = TypeAdapter(DatasetSource).validate_python(source)
+    local, root = local_source(artifacts, source, None if dataset_root is None else str(dataset_root))
+    return open_dataset(local, classes=list(classes), task=getattr(task, "value", task), ignore_index=ignore_index,
+                        dataset_root=root)
 
 
 class _KnownTokens:

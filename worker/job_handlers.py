@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from worker.artifacts import open_local_dataset
 from worker.db.models import Ensemble, PseudoRound, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.db.session import session_scope
 from worker.errors import InvalidInput, NotFound
@@ -42,7 +43,6 @@ __all__ = [
     "pseudo_job",
     "submission_job",
     "artifact_dir",
-    "dataset_source",
 ]
 
 Check = Callable[[], None]
@@ -51,15 +51,6 @@ Check = Callable[[], None]
 def artifact_dir(ctx: WorkerContext, *parts: str) -> Path:
     """A folder under the artifact root on this machine (its local mirror for a remote root)."""
     return ctx.artifacts.local_dir(*parts)
-
-
-def dataset_source(data: Any) -> Any:
-    """A stored dataset source (a dict) as a segcore ``DatasetSource``."""
-    from pydantic import TypeAdapter
-
-    from segcore.config import DatasetSource
-
-    return TypeAdapter(DatasetSource).validate_python(data)
 
 
 def _run_ids(job: Any) -> list[int]:
@@ -87,11 +78,9 @@ def _trained_run(ctx: WorkerContext, run_id: int) -> tuple[Any, str]:
 
 
 def _open(ctx: WorkerContext, config: Any) -> Any:
-    from segcore.data.formats import open_dataset
-
-    source, root = ctx.artifacts.local_source(config.data.source, ctx.settings.dataset_root)
-    return open_dataset(source, classes=config.data.classes, task=config.data.task,
-                        ignore_index=config.data.ignore_index, dataset_root=root)
+    data = config.data
+    return open_local_dataset(ctx.artifacts, data.source, classes=data.classes, task=data.task,
+                              ignore_index=data.ignore_index, dataset_root=ctx.settings.dataset_root)
 
 
 def _tta(params: dict[str, Any]) -> Any:
@@ -203,27 +192,20 @@ def evaluate_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     return {"scores": scores}
 
 
-def _member_store(ctx: WorkerContext, kind: str, member_id: int) -> Path:
-    """The local path of a run's, group's or ensemble's test store (fetched when remote)."""
-    model = {SourceKind.RUN.value: Run, SourceKind.GROUP.value: RunGroup, SourceKind.ENSEMBLE.value: Ensemble}.get(kind)
-    if model is None:
-        raise InvalidInput(f"unknown member kind {kind!r}; use run, group or ensemble")
+def _test_store(ctx: WorkerContext, kind: str, object_id: int) -> Any:
+    """The test probabilities of a run, group or ensemble (fetched when remote): see ``resolve_probabilities``."""
+    from worker.services.probabilities import resolve_probabilities
+
     with session_scope(ctx.factory) as s:
-        obj = s.get(model, member_id)
-        store = getattr(obj, "test_store", None) if obj is not None else None
-    if not store:
-        raise InvalidInput(f"{kind} {member_id} has no test predictions; queue a predict job for it first")
-    return ctx.artifacts.fetch(str(store))
-
-
-_METHODS = {"soft": "soft", "weighted": "soft", "geometric": "geometric", "majority": "vote"}
+        return resolve_probabilities(s, actor=None, kind=kind, id=object_id, split="test",
+                                     artifacts=ctx.artifacts).reader
 
 
 def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     """Combine the members' test stores into the ensemble's test store."""
     from segcore.ensemble import ensemble_to_store
 
-    from worker.services.ensembles import set_ensemble_result
+    from worker.services.ensembles import segcore_method, set_ensemble_result
 
     ensemble_id = int(job.target["ensemble_id"])
     with session_scope(ctx.factory) as s:
@@ -231,11 +213,11 @@ def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
         if ens is None:
             raise InvalidInput(f"ensemble {ensemble_id} does not exist any more")
         members = list(ens.members)
-        method = _METHODS[ens.method.value]
+        method = segcore_method(ens.method)
     stores, weights = [], []
     for m in members:
         check()
-        stores.append(_member_store(ctx, str(m["kind"]), int(m["id"])))
+        stores.append(_test_store(ctx, str(m["kind"]), int(m["id"])))
         weights.append(float(m.get("weight", 1.0)))
     out = artifact_dir(ctx, "ensembles", str(ensemble_id), "test")
     ensemble_to_store(stores, out, method=method, weights=weights, overwrite=True,
@@ -249,8 +231,6 @@ def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
 def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     """Pseudo-label the teacher's test images into a mask-folder dataset and register it."""
     from segcore.config import MaskFolderSource
-    from segcore.data.formats import open_dataset
-    from segcore.inference.store import ProbabilityStore
     from segcore.pseudo import make_pseudo_labels
 
     from worker.schemas import PseudoParams
@@ -266,11 +246,11 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
         teacher_kind, teacher_id = rnd.teacher_kind.value, int(rnd.teacher_id)
         params = dict(rnd.params or {})
         source_id, name = rnd.source_dataset_id, rnd.name
-    store = _member_store(ctx, teacher_kind, teacher_id)
+    store = _test_store(ctx, teacher_kind, teacher_id)
     if source_id is not None:
         with session_scope(ctx.factory) as s:
             src = get_dataset(s, dataset_id=source_id)
-        source, classes, task, ignore_index = dataset_source(src.source), list(src.classes), src.task, src.ignore_index
+        source, classes, task, ignore_index = src.source, list(src.classes), src.task, src.ignore_index
     elif teacher_kind == SourceKind.RUN.value:
         config, _ = _trained_run(ctx, teacher_id)
         source, classes, task = config.data.source, list(config.data.classes), config.data.task
@@ -278,15 +258,15 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     else:
         raise InvalidInput(f"pseudo-label round {round_id} has no source dataset; register the dataset and "
                            "train the teacher on it")
-    local, root = ctx.artifacts.local_source(source, ctx.settings.dataset_root)
-    ds = open_dataset(local, classes=classes, task=task, ignore_index=ignore_index, dataset_root=root)
+    ds = open_local_dataset(ctx.artifacts, source, classes=classes, task=task, ignore_index=ignore_index,
+                            dataset_root=ctx.settings.dataset_root)
     check()
     out = artifact_dir(ctx, "pseudo", str(round_id))
     p = PseudoParams.model_validate(params)
     report = make_pseudo_labels(
         store, ds.test_image_path, out,
         **pseudo_filters(p, len(classes), classes),
-        ids=list(ProbabilityStore.open(store).ids)[: p.limit] if p.limit else None,
+        ids=list(store.ids)[: p.limit] if p.limit else None,
         ignore_index=ignore_index,
         link="copy",
         overwrite=True,
@@ -319,7 +299,7 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
     """Write a submission file from the test store of its run, group or ensemble."""
     import numpy as np
 
-    from segcore.inference import ProbabilityStore, labels_from_probs
+    from segcore.inference import labels_from_probs
     from segcore.submission import write_class_map_csv, write_rle_csv
 
     from worker.services.submissions import set_submission_file
@@ -336,7 +316,7 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
         else:
             kind, source_id = SourceKind.ENSEMBLE.value, int(sub.ensemble_id)  # type: ignore[arg-type]
         fmt = sub.format
-    reader = ProbabilityStore.open(_member_store(ctx, kind, source_id))
+    reader = _test_store(ctx, kind, source_id)
     threshold = job.params.get("threshold", 0.5)
     n = len(reader.classes)
 

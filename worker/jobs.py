@@ -19,10 +19,10 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from worker.artifacts import open_local_dataset
 from worker.db.models import Job, JobKind, LogLevel
 from worker.db.session import session_scope
 from worker.job_handlers import (
-    dataset_source,
     ensemble_job,
     evaluate_job,
     predict_job,
@@ -74,7 +74,6 @@ Handler = Callable[[WorkerContext, JobSnapshot, Callable[[], None]], dict[str, A
 
 def _dataset_import(ctx: WorkerContext, job: JobSnapshot, check: Callable[[], None]) -> dict[str, Any]:
     """Open a registered dataset, compute its statistics (EDA) and store them."""
-    from segcore.data.formats import open_dataset
     from segcore.data.statistics import compute_statistics
 
     from worker.services.datasets import get_dataset, set_dataset_statistics
@@ -83,14 +82,8 @@ def _dataset_import(ctx: WorkerContext, job: JobSnapshot, check: Callable[[], No
     with session_scope(ctx.factory) as s:
         ds = get_dataset(s, dataset_id=dataset_id)
     check()
-    source, root = ctx.artifacts.local_source(dataset_source(ds.source), ctx.settings.dataset_root)
-    opened = open_dataset(
-        source,
-        classes=list(ds.classes),
-        task=ds.task.value if hasattr(ds.task, "value") else ds.task,
-        ignore_index=ds.ignore_index,
-        dataset_root=root,
-    )
+    opened = open_local_dataset(ctx.artifacts, ds.source, classes=ds.classes, task=ds.task,
+                                ignore_index=ds.ignore_index, dataset_root=ctx.settings.dataset_root)
     stats = compute_statistics(opened)
     check()
     payload = stats.model_dump(mode="json") if hasattr(stats, "model_dump") else dict(stats)

@@ -66,19 +66,24 @@ def _settings() -> Any:
     return resources.app_settings()
 
 
-@st.cache_data(ttl=30, show_spinner=False, max_entries=64)
-def _describe(kind: str, object_id: int) -> Any:
+def _load(source: tuple[str, int]) -> Any:
+    """The object's rows, read in a short transaction; the analyses below run after it closed."""
     from worker.services import inspection
 
-    return resources.read(inspection.describe, source=(kind, object_id), settings=_settings())
+    return resources.read(inspection.load, source=source, settings=_settings())
+
+
+@st.cache_data(ttl=30, show_spinner=False, max_entries=64)
+def _describe(kind: str, object_id: int) -> Any:
+    return _load((kind, object_id)).target
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)
 def _report(kind: str, object_id: int, fold: int | None, classes: tuple[str, ...], boundary_px: int) -> Any:
     from worker.services import inspection
 
-    return resources.read(inspection.inspect, source=(kind, object_id), settings=_settings(), fold=fold,
-                          classes=list(classes) or None, boundary_px=boundary_px)
+    return inspection.analyse(_load((kind, object_id)), settings=_settings(), fold=fold,
+                              classes=list(classes) or None, boundary_px=boundary_px)
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=32)  # a viewport is a few MB
@@ -86,16 +91,16 @@ def _overlay(kind: str, object_id: int, image_id: str, show: tuple[str, ...] | N
              region: tuple[int, int, int, int] | None, downscale: int) -> Any:
     from worker.services import inspection
 
-    return resources.read(inspection.overlay, source=(kind, object_id), image_id=image_id, settings=_settings(),
-                          show_classes=list(show) if show is not None else None, alpha=alpha, region=region,
-                          downscale=downscale)
+    return inspection.overlay_loaded(_load((kind, object_id)), image_id=image_id,
+                                     show_classes=list(show) if show is not None else None, alpha=alpha,
+                                     region=region, downscale=downscale)
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=32)
 def _compare(a: tuple[str, int], b: tuple[str, int]) -> Any:
     from worker.services import inspection
 
-    return resources.read(inspection.compare, a=a, b=b, settings=_settings())
+    return inspection.compare_loaded(_load(a), _load(b), settings=_settings())
 
 
 @st.cache_data(ttl=30, show_spinner=False, max_entries=64)
@@ -103,9 +108,9 @@ def _compare_overlay(a: tuple[str, int], b: tuple[str, int], image_id: str, show
                      alpha: float, region: tuple[int, int, int, int] | None, downscale: int) -> Any:
     from worker.services import inspection
 
-    return resources.read(inspection.compare_overlay, a=a, b=b, image_id=image_id, settings=_settings(),
-                          show_classes=list(show) if show is not None else None, alpha=alpha, region=region,
-                          downscale=downscale)
+    return inspection.compare_overlay_loaded(_load(a), _load(b), image_id=image_id,
+                                             show_classes=list(show) if show is not None else None, alpha=alpha,
+                                             region=region, downscale=downscale)
 
 
 # --------------------------------------------------------------------------- picking what to inspect

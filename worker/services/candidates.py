@@ -5,8 +5,9 @@
 - :func:`preview_pseudo_round`: what a pseudo-label round would keep, from the teacher's stored
   test probabilities, before the round is created.
 
-Both only read: they call existing services (``get_run``, ``get_group``, ``get_ensemble``,
-``get_dataset``) for locations and metadata, and segcore's torch-free functions
+Both only read: the stored probabilities come from
+:func:`worker.services.probabilities.resolve_probabilities` (``val`` for a candidate, ``test`` for
+a teacher), metadata from existing services, and the numbers from segcore's torch-free functions
 (:mod:`segcore.ensemble`, :mod:`segcore.pseudo`, the probability store) for the numbers. They
 take the session first and keyword-only arguments, like every service. They run in the calling
 process (the web app) in seconds; nothing here runs a model.
@@ -20,50 +21,36 @@ from typing import Any
 import numpy as np
 from sqlalchemy.orm import Session
 
-from worker.artifacts import Artifacts, local_path, local_source
+from worker.artifacts import Artifacts, open_local_dataset
 from worker.errors import InvalidInput
 from worker.schemas import EnsembleMember, PseudoParams
+from worker.services.ensembles import segcore_method
+from worker.services.probabilities import ResolvedProbabilities, resolve_probabilities
 
-__all__ = ["METHOD_TO_SEGCORE", "score_candidate", "preview_pseudo_round", "pseudo_filters"]
-
-# SegBoard's ensemble methods -> segcore.ensemble's ("weighted" is the soft mean with weights).
-METHOD_TO_SEGCORE = {"soft": "soft", "weighted": "soft", "geometric": "geometric", "majority": "vote"}
+__all__ = ["score_candidate", "preview_pseudo_round", "pseudo_filters"]
 
 
 def _open_dataset(session: Session, dataset_id: int, dataset_root: str | None, artifacts: Artifacts | None) -> Any:
-    from pydantic import TypeAdapter
-
-    from segcore.config import DatasetSource
-    from segcore.data.formats import open_dataset
     from worker.services import datasets
 
     ds = datasets.get_dataset(session, dataset_id=dataset_id)
-    source = TypeAdapter(DatasetSource).validate_python(ds.source)
-    source, dataset_root = local_source(artifacts, source, dataset_root)
-    return ds, open_dataset(source, classes=ds.classes, task=ds.task.value, ignore_index=ds.ignore_index,
-                            dataset_root=dataset_root)
+    return ds, open_local_dataset(artifacts, ds.source, classes=ds.classes, task=ds.task,
+                                  ignore_index=ds.ignore_index, dataset_root=dataset_root)
 
 
-def _member_store(session: Session, member: EnsembleMember) -> tuple[str, str | None, int | None, float | None]:
-    """(name, validation store, dataset id, own monitor score) of an ensemble member."""
+def _recorded(session: Session, found: ResolvedProbabilities) -> tuple[str, float | None]:
+    """(name shown, own recorded score) of an ensemble member."""
     from worker.services import ensembles, groups, runs
 
-    kind = member.kind.value
-    if kind == "run":
-        run = runs.get_run(session, run_id=member.id)
-        if run.status.value != "succeeded":
-            raise InvalidInput(f"run {run.id} ({run.name}) is {run.status.value}; pick finished runs")
-        return run.name, run.val_store, run.dataset_id, run.monitor_value
-    if kind == "group":
-        g = groups.get_group(session, group_id=member.id)
+    if found.kind == "run":
+        run = runs.get_run(session, run_id=found.id)
+        return run.name, run.monitor_value
+    if found.kind == "group":
+        g = groups.get_group(session, group_id=found.id)
         stat = g.metrics.get(g.monitor_metric)
-        score = g.oof_score if g.oof_score is not None else (stat.mean if stat else None)
-        return f"group {g.id} [{g.label}]", g.oof_store, g.dataset_id, score
-    e = ensembles.get_ensemble(session, ensemble_id=member.id)
-    # an ensemble keeps no validation store of its own: its members' stores are combined again
-    raise InvalidInput(
-        f"ensemble {e.id} ({e.name}) has no stored validation probabilities; add its members instead"
-    )
+        return f"group {g.id} [{g.label}]", g.oof_score if g.oof_score is not None else (stat.mean if stat else None)
+    e = ensembles.get_ensemble(session, ensemble_id=found.id)
+    return f"ensemble {e.id} [{e.name}]", e.val_score
 
 
 def score_candidate(
@@ -74,16 +61,21 @@ def score_candidate(
     weight_search: str = "none",
     dataset_root: str | None = None,
     artifacts: Artifacts | None = None,
+    actor: int | None = None,
 ) -> dict[str, Any]:
     """Score a candidate ensemble on its members' stored validation / OOF probabilities.
 
+    The members' probabilities are the ``val`` split of
+    :func:`worker.services.probabilities.resolve_probabilities` (ensembles may be members).
+
     Args:
-        members: Runs or groups (with ``weight`` for the ``weighted`` method), at least two.
+        members: Runs, groups or ensembles (with ``weight`` for the ``weighted`` method), at least two.
         method: ``soft``, ``geometric``, ``majority`` or ``weighted``.
         weight_search: ``none``, ``greedy`` (forward selection with replacement) or ``optimize``
             (coordinate search); the found weights replace the given ones.
         dataset_root: The folder relative dataset roots are resolved against (the settings').
         artifacts: The artifact root, to fetch stores kept in a remote one (None: stores are local paths).
+        actor: The reading member (None: the system).
 
     Returns:
         ``{"metric": "miou"|"dice", "score", "per_class", "weights", "n_images",
@@ -101,22 +93,16 @@ def score_candidate(
     parsed = [m if isinstance(m, EnsembleMember) else EnsembleMember.model_validate(m) for m in members]
     if len(parsed) < 2:
         raise InvalidInput("pick at least two members for an ensemble")
-    if method not in METHOD_TO_SEGCORE:
-        raise InvalidInput(f"unknown method {method!r}; use {', '.join(METHOD_TO_SEGCORE)}")
+    seg_method = segcore_method(method)
     if weight_search not in ("none", "greedy", "optimize"):
         raise InvalidInput(f"unknown weight search {weight_search!r}; use none, greedy or optimize")
-    infos = [(m, *_member_store(session, m)) for m in parsed]
-    missing = [name for _, name, store, _, _ in infos if not store]
-    if missing:
-        raise InvalidInput(
-            f"no stored validation probabilities for {', '.join(missing)}; they are written when a run finishes "
-            "(a group's out-of-fold store when all its folds finished). Pick other members or wait for them"
-        )
-    dataset_ids = {ds for _, _, _, ds, _ in infos if ds is not None}
+    found = [resolve_probabilities(session, actor=actor, kind=m.kind, id=m.id, split="val", artifacts=artifacts)
+             for m in parsed]
+    dataset_ids = {f.dataset_id for f in found if f.dataset_id is not None}
     if len(dataset_ids) != 1:
         raise InvalidInput(f"the members come from datasets {sorted(dataset_ids) or 'unknown'}; pick one dataset")
     ds, dataset = _open_dataset(session, dataset_ids.pop(), dataset_root, artifacts)
-    readers = seg.check_members([local_path(artifacts, store) for _, _, store, _, _ in infos])
+    readers = seg.check_members([f.reader for f in found])
     weights = [m.weight for m in parsed] if method == "weighted" else None
     search = None
     if weight_search != "none":
@@ -125,10 +111,11 @@ def score_candidate(
         result = find(cache)
         weights = result.weights
         search = result.to_dict()
-    seg_method = METHOD_TO_SEGCORE[method]
-    scored = seg.evaluate(readers, dataset.load_mask, method=seg_method, weights=weights, ignore_index=ds.ignore_index)
+    scored = seg.evaluate(readers, dataset.load_mask, method=seg_method,  # type: ignore[arg-type] # a known name
+                          weights=weights, ignore_index=ds.ignore_index)
     member_rows = []
-    for (m, name, _, _, recorded), reader in zip(infos, readers, strict=True):
+    for m, f, reader in zip(parsed, found, readers, strict=True):
+        name, recorded = _recorded(session, f)
         own = seg.evaluate([reader], dataset.load_mask, ignore_index=ds.ignore_index)
         member_rows.append({"kind": m.kind.value, "id": m.id, "name": name, "score": own["score"],
                             "recorded": recorded})
@@ -165,21 +152,6 @@ def pseudo_filters(params: PseudoParams, num_classes: int, classes: Sequence[str
     }
 
 
-def _teacher_store(session: Session, kind: str, teacher_id: int) -> tuple[str, str | None, int | None]:
-    from worker.services import ensembles, groups, runs
-
-    if kind == "run":
-        r = runs.get_run(session, run_id=teacher_id)
-        return r.name, r.test_store, r.dataset_id
-    if kind == "group":
-        g = groups.get_group(session, group_id=teacher_id)
-        return f"group {g.id} [{g.label}]", g.test_store, g.dataset_id
-    if kind == "ensemble":
-        e = ensembles.get_ensemble(session, ensemble_id=teacher_id)
-        return e.name, e.test_store, e.dataset_id
-    raise InvalidInput(f"unknown teacher kind {kind!r}; use run, group or ensemble")
-
-
 def preview_pseudo_round(
     session: Session,
     *,
@@ -189,6 +161,7 @@ def preview_pseudo_round(
     samples: int = 4,
     dataset_root: str | None = None,
     artifacts: Artifacts | None = None,
+    actor: int | None = None,
 ) -> dict[str, Any]:
     """What a pseudo-label round would produce from a teacher's stored test probabilities (writes nothing).
 
@@ -201,23 +174,22 @@ def preview_pseudo_round(
         InvalidInput: the teacher has no stored test predictions, or the dataset has no test images.
         NotFound: the teacher does not exist.
     """
-    from segcore.inference.store import ProbabilityStore
     from segcore.pseudo import make_pseudo_labels
 
     p = params if isinstance(params, PseudoParams) else PseudoParams.model_validate(params)
-    name, store, dataset_id = _teacher_store(session, teacher_kind, teacher_id)
-    if not store:
-        raise InvalidInput(
-            f"{teacher_kind} {name} has no stored test predictions yet; queue its test prediction first "
-            "(Run detail: make submission; or the ensemble's prediction job) and preview again when it finished"
-        )
+    try:
+        teacher = resolve_probabilities(session, actor=actor, kind=teacher_kind, id=teacher_id, split="test",
+                                        artifacts=artifacts)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc} (Run detail: make submission; or the ensemble's prediction job), and preview "
+                           "again when it finished") from exc
+    name, dataset_id, reader = teacher.name, teacher.dataset_id, teacher.reader
     if dataset_id is None:
         raise InvalidInput(f"{teacher_kind} {name} is not tied to a registered dataset")
     ds, dataset = _open_dataset(session, dataset_id, dataset_root, artifacts)
     if not dataset.test_ids:
         raise InvalidInput(f"dataset {ds.name} has no unlabelled test images to pseudo-label")
     filters = pseudo_filters(p, len(ds.classes), ds.classes)
-    reader = ProbabilityStore.open(local_path(artifacts, store))
     ids = list(reader.ids)[: p.limit] if p.limit else None
     report = make_pseudo_labels(reader, dataset.test_image_path, preview=True, ignore_index=ds.ignore_index,
                                 ids=ids, **filters)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,11 +12,59 @@ from sqlalchemy.orm import Session
 
 from worker.db.models import Ensemble, EnsembleMethod, Run, RunGroup, RunStatus, SourceKind
 from worker.errors import InvalidInput
-from worker.schemas import EnsembleMember, EnsembleRead
+from worker.schemas import EnsembleMember, EnsembleRead, JobRead
 from worker.services._common import as_float, check_actor, get_or_raise
 from worker.services.audit import record_event
 
-__all__ = ["create_ensemble", "get_ensemble", "list_ensembles", "set_ensemble_result", "source_dataset_id"]
+__all__ = [
+    "ENSEMBLE_METHODS",
+    "EnsembleMethodInfo",
+    "segcore_method",
+    "SavedCandidate",
+    "save_candidate",
+    "create_ensemble",
+    "get_ensemble",
+    "list_ensembles",
+    "set_ensemble_result",
+    "source_dataset_id",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class EnsembleMethodInfo:
+    """One of SegBoard's ensemble methods: its name, segcore's method and a line for the UI."""
+
+    name: str
+    segcore: str
+    description: str
+
+
+#: SegBoard's ensemble methods, keyed by name (``weighted`` is segcore's soft mean with saved weights).
+ENSEMBLE_METHODS: dict[str, EnsembleMethodInfo] = {
+    m.name: m
+    for m in (
+        EnsembleMethodInfo("soft", "soft", "Mean of the members' probabilities."),
+        EnsembleMethodInfo("geometric", "geometric",
+                           "Normalised geometric mean (rewards agreement, punishes a confident dissenter)."),
+        EnsembleMethodInfo("majority", "vote",
+                           "Each member votes its class; ties go to the highest mean probability."),
+        EnsembleMethodInfo("weighted", "soft",
+                           "Weighted mean of probabilities with the weights below (or found by the search)."),
+    )
+}
+
+
+def segcore_method(method: EnsembleMethod | str) -> str:
+    """segcore.ensemble's name for a SegBoard ensemble method.
+
+    Raises:
+        InvalidInput: an unknown method; the message lists the known ones.
+    """
+    name = getattr(method, "value", method)
+    try:
+        return ENSEMBLE_METHODS[str(name)].segcore
+    except KeyError:
+        raise InvalidInput(f"unknown method {name!r}; use {', '.join(ENSEMBLE_METHODS)}") from None
 
 _MODELS = {SourceKind.RUN: (Run, "run"), SourceKind.GROUP: (RunGroup, "group"), SourceKind.ENSEMBLE: (Ensemble, "ensemble")}
 
@@ -103,6 +152,75 @@ def create_ensemble(
     record_event(session, actor=actor, action="ensemble.create", object_kind="ensemble", object_id=ens.id,
                  detail={"name": name, "method": method.value, "members": ens.members, "val_score": score})
     return EnsembleRead.model_validate(ens)
+
+
+@dataclasses.dataclass(frozen=True)
+class SavedCandidate:
+    """What :func:`save_candidate` did: the ensemble, the job it queued (publish it after the commit), the next step."""
+
+    ensemble: EnsembleRead
+    job: JobRead | None
+    next_step: str
+
+
+def save_candidate(
+    session: Session,
+    *,
+    actor: int | None,
+    name: str,
+    members: Sequence[EnsembleMember | dict[str, Any]],
+    method: str,
+    weight_search: str = "none",
+    tta: dict[str, Any] | None = None,
+    note: str = "",
+    dataset_root: str | None = None,
+    artifacts: Any = None,
+) -> SavedCandidate:
+    """Score a candidate ensemble again here, save it with that score, and queue what its test prediction needs.
+
+    The score is :func:`worker.services.candidates.score_candidate`'s, computed in this call (a
+    weight search finds the same weights again; members it weighs 0 are left out). Jobs: members
+    without test predictions first (one ``predict`` job, with ``tta``), else the ``ensemble`` job
+    that combines their test predictions. An ensemble member without test predictions queues
+    nothing: predict it first.
+
+    Raises:
+        InvalidInput: what :func:`create_ensemble` and ``score_candidate`` raise.
+        EnsembleError: the members' stores do not fit together.
+    """
+    from worker.services import jobs
+    from worker.services.candidates import score_candidate
+
+    result = score_candidate(session, members=members, method=method, weight_search=weight_search,
+                             dataset_root=dataset_root, artifacts=artifacts, actor=actor)
+    rows = result["members"]
+    kept = [(m, w) for m, w in zip(rows, result["weights"], strict=True) if w > 0]
+    metric = result["metric"]
+    ens = create_ensemble(
+        session, actor=actor, name=name, method=method,
+        members=[{"kind": m["kind"], "id": m["id"], "weight": w} for m, w in kept], tta=tta,
+        val_metrics={metric: result["score"], "per_class": {metric: result["per_class"]}},
+        member_scores=[{"kind": m["kind"], "id": m["id"], "score": m["score"]} for m in rows],
+        monitor_metric=metric, status=RunStatus.QUEUED, note=note,
+    )
+    missing: dict[str, list[int]] = {"run": [], "group": [], "ensemble": []}
+    for m, _ in kept:
+        model, kind = _MODELS[SourceKind(m["kind"])]
+        if not get_or_raise(session, model, int(m["id"]), kind).test_store:  # type: ignore[attr-defined]
+            missing[kind].append(int(m["id"]))
+    if missing["ensemble"]:
+        return SavedCandidate(ens, None, f"ensembles {missing['ensemble']} have no test predictions yet; queue "
+                                         "their prediction first, then combine this one on its page")
+    if missing["run"] or missing["group"]:
+        target = {"run_ids": missing["run"]} if missing["run"] else {}
+        if missing["group"]:
+            target["group_ids"] = missing["group"]
+        job = jobs.create_job(session, actor=actor, kind="predict", target=target, params={"split": "test", "tta": tta})
+        named = ", ".join([f"run {i}" for i in missing["run"]] + [f"group {i}" for i in missing["group"]])
+        return SavedCandidate(ens, job, f"the test prediction of {named} is queued as job {job.id}; combine them on "
+                                        "the ensemble's page when it finished")
+    job = jobs.create_job(session, actor=actor, kind="ensemble", target={"ensemble_id": ens.id}, params={})
+    return SavedCandidate(ens, job, f"its test prediction is queued as job {job.id}")
 
 
 def set_ensemble_result(

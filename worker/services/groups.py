@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from worker.artifacts import Artifacts
+from worker.artifacts import Artifacts, open_local_dataset
 from worker.db.models import METRIC_KINDS, Run, RunGroup, RunStatus
 from worker.errors import InvalidInput
 from worker.schemas import GroupRead, MetricStat
@@ -194,7 +194,6 @@ def build_group_oof(session: Session, *, actor: int | None, group_id: int, artif
         NotFound: no such group.
     """
     from segcore.config import parse_config
-    from segcore.data.formats import open_dataset
     from segcore.oof import assemble_oof, score_store
 
     group = get_or_raise(session, RunGroup, group_id, "group")
@@ -208,10 +207,8 @@ def build_group_oof(session: Session, *, actor: int | None, group_id: int, artif
     reader = assemble_oof([artifacts.fetch(str(r.val_store)) for r in done], out,
                           meta={"group_id": group.id, "runs": [r.id for r in done]})
     cfg = parse_config(done[0].config)
-    source, root = artifacts.local_source(cfg.data.source, dataset_root)
-    dataset = open_dataset(
-        source, classes=cfg.data.classes, task=cfg.data.task, ignore_index=cfg.data.ignore_index, dataset_root=root,
-    )
+    dataset = open_local_dataset(artifacts, cfg.data.source, classes=cfg.data.classes, task=cfg.data.task,
+                                 ignore_index=cfg.data.ignore_index, dataset_root=dataset_root)
     metrics = score_store(reader, dataset.load_mask, ignore_index=cfg.data.ignore_index,
                           threshold=cfg.evaluation.threshold)
     metrics["num_images"] = len(reader.ids)
