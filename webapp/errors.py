@@ -22,8 +22,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from segcore.config import format_validation_error
-from segcore.errors import ConfigError, DatasetError, SegcoreError
-from worker.errors import Conflict, InvalidInput, NotFound, ServiceError
+from worker.errors import ConfigError, Conflict, DatasetError, InvalidInput, NotFound, SegcoreError, ServiceError
 
 __all__ = ["Outcome", "describe", "guard", "show"]
 
@@ -65,7 +64,7 @@ def describe(exc: BaseException) -> str:
     """
     import sqlalchemy.exc as sa_exc
 
-    from worker.settings import SettingsFileError
+    from worker.services.runtime import SettingsFileError
 
     if isinstance(exc, NotFound):
         return f"{exc}."

@@ -7,6 +7,8 @@ session factory. Pages never open sessions themselves:
 - :func:`read` runs one service function in its own read transaction;
 - :func:`write` runs one service function as the acting member, commits, and clears the cached
   queries so the next run of any page sees the change;
+- :func:`submit` does the same for a function that queues runs or jobs, and sends their messages
+  after the commit (:func:`submit_unit` for several calls in one transaction);
 - the query functions at the end (``members()``, ``queue_summary()``, ``leaderboard()``...) wrap the
   service reads that pages repeat on every rerun in ``st.cache_data`` with a short time to live
   (workers write progress behind the dashboard's back).
@@ -19,16 +21,16 @@ Example:
 from __future__ import annotations
 
 import json
-import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import streamlit as st
 from sqlalchemy.orm import Session, sessionmaker
 
 from webapp import state
-from worker.artifacts import Artifacts
-from worker.settings import Settings, get_settings
+from worker.services import runtime
+from worker.services.outbox import Queued
+from worker.services.runtime import Artifacts, Settings
 
 __all__ = [
     "app_settings",
@@ -36,8 +38,9 @@ __all__ = [
     "read",
     "write",
     "transaction",
-    "unit_of_work",
-    "publish",
+    "submit",
+    "submit_unit",
+    "Queued",
     "cached",
     "clear_cached_queries",
     "reset",
@@ -56,8 +59,6 @@ __all__ = [
     "correlation",
 ]
 
-log = logging.getLogger("webapp")
-
 T = TypeVar("T")
 
 # The cached query functions, cleared together after every write.
@@ -66,7 +67,7 @@ _CACHED: list[Any] = []
 
 @st.cache_resource(show_spinner=False)
 def _settings() -> Settings:
-    return get_settings()
+    return runtime.get_settings()
 
 
 def app_settings() -> Settings:
@@ -80,15 +81,12 @@ def app_settings() -> Settings:
 
 @st.cache_resource(show_spinner=False)
 def _factory(database_url: str, _settings: Settings) -> sessionmaker[Session]:
-    from worker.db.session import make_engine, make_session_factory
-
-    engine = make_engine(_settings, pool_pre_ping=True)
-    return make_session_factory(engine)
+    return runtime.session_factory(_settings)
 
 
 @st.cache_resource(show_spinner=False)
 def _artifacts(root: str, cache: str, options: str, _settings: Settings) -> Artifacts:
-    return Artifacts.from_settings(_settings)
+    return runtime.artifacts(_settings)
 
 
 def artifacts() -> Artifacts:
@@ -104,10 +102,8 @@ def session_factory() -> sessionmaker[Session]:
 
 
 def transaction() -> Any:
-    """A ``session_scope`` over the dashboard's engine: commits when the block succeeds."""
-    from worker.db.session import session_scope
-
-    return session_scope(session_factory())
+    """One transaction over the dashboard's engine: commits when the block succeeds."""
+    return runtime.transaction(session_factory())
 
 
 def read(fn: Callable[..., T], /, **kwargs: Any) -> T:
@@ -136,37 +132,44 @@ def write(fn: Callable[..., T], /, *, with_actor: bool = True, **kwargs: Any) ->
     return result
 
 
-def publish(*, run_ids: Iterable[int] = (), job_ids: Iterable[int] = ()) -> str | None:
-    """Send the queue messages of committed queued runs and jobs (commit first, then send).
+def submit(fn: Callable[..., T], /, *, queued: Callable[[T], Queued], **kwargs: Any) -> tuple[T, str | None]:
+    """Run the service function ``fn`` as the acting member, commit, then send what it queued.
 
-    The database is the source of truth: a queued run whose message was not sent is published
-    again by the reaper, so a broker that is down is reported, not fatal.
+    Args:
+        fn: A write-side service function (``session`` first, ``actor``, keyword-only arguments).
+        queued: What its result queued, e.g. ``lambda job: Queued(job_ids=(job.id,))``.
+        **kwargs: The function's arguments.
 
     Returns:
-        None when the messages were sent, else a message saying why they were not and what happens.
+        ``fn``'s result, and None when the messages were sent, else why not (the reaper sends them).
     """
-    run_ids, job_ids = list(run_ids), list(job_ids)
-    if not run_ids and not job_ids:
-        return None
-    from worker import dispatch
+    return submit_unit(lambda session, actor: fn(session, actor=actor, **kwargs), queued=queued)
 
+
+def submit_unit(work: Callable[[Session, int | None], T], /, *, queued: Callable[[T], Queued]) -> tuple[T, str | None]:
+    """Several service calls ``work(session, actor)`` in one transaction; commit, then send what they queued.
+
+    The one "commit, then publish" (:func:`worker.services.outbox.commit_then_publish`); cached
+    queries are cleared after the commit.
+    """
+    from worker.services.outbox import commit_then_publish
+
+    actor = state.actor_id()
     try:
-        dispatch.publish(_celery(), session_factory(), run_ids=run_ids, job_ids=job_ids)
-    except Exception as exc:  # noqa: BLE001 - the broker is a boundary; the reaper covers a lost message
-        log.warning("publishing runs %s / jobs %s failed: %s", run_ids, job_ids, exc)
-        return (
-            f"Saved as queued, but the queue cannot be reached ({type(exc).__name__}: {exc}). "
-            "Nothing is lost: the reaper publishes queued work again once Redis and a worker are up "
-            "(`segboard up`, or set SEGBOARD_REDIS_URL)."
-        )
-    return None
+        result, sent = commit_then_publish(session_factory(), lambda session: work(session, actor), queued=queued,
+                                           send=_send)
+    finally:
+        clear_cached_queries()
+    return result, sent.problem
+
+
+def _send(queued: Queued) -> int:
+    return runtime.sender(_celery(), session_factory())(queued)
 
 
 @st.cache_resource(show_spinner=False)
 def _celery_app(redis_url: str | None, _settings: Settings) -> Any:
-    from worker.celery_app import make_celery
-
-    return make_celery(_settings)
+    return runtime.queue_app(_settings)
 
 
 def _celery() -> Any:
@@ -330,25 +333,3 @@ def correlation(dataset_id: int) -> Any:
     from worker.services import leaderboard as svc
 
     return read(svc.correlation, dataset_id=dataset_id)
-
-
-class unit_of_work:  # noqa: N801 - used like a function: ``with unit_of_work() as (session, actor):``
-    """Several service calls in one transaction as the acting member; cached queries cleared after commit.
-
-    Example:
-        >>> with unit_of_work() as (session, actor):  # doctest: +SKIP
-        ...     sub = submissions.create_submission(session, actor=actor, run_id=3)
-        ...     job = jobs.create_job(session, actor=actor, kind="submission", target={"submission_id": sub.id})
-    """
-
-    def __enter__(self) -> tuple[Session, int | None]:
-        self._scope = transaction()
-        session = self._scope.__enter__()
-        return session, state.actor_id()
-
-    def __exit__(self, *exc: Any) -> bool | None:
-        try:
-            return self._scope.__exit__(*exc)
-        finally:
-            if exc[0] is None:
-                clear_cached_queries()

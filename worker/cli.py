@@ -66,25 +66,32 @@ def _broker_url(settings: Any) -> str | None:
     return embedded_broker_url(settings)
 
 
-def _publish(settings: Any, factory: Any, *, run_ids: Sequence[int] = (), job_ids: Sequence[int] = ()) -> str:
-    """Publish after the commit; say where the messages went."""
-    url = _broker_url(settings)
-    if url is None:
-        return "no broker is configured or running; the reaper of `segboard up` publishes them when it starts"
-    from worker.celery_app import make_celery
-    from worker.dispatch import publish
+def _submit(settings: Any, factory: Any, work: Any, *, queued: Any) -> tuple[Any, str]:
+    """Commit ``work(session)``, then publish what it queued; say where the messages went."""
+    from worker.services.outbox import Published, celery_sender, commit_then_publish
 
-    app = make_celery(settings, broker_url=url)
+    url = _broker_url(settings)
+    app = None
+    if url is not None:
+        from worker.celery_app import make_celery
+
+        app = make_celery(settings, broker_url=url)
     try:
-        n = publish(app, factory, run_ids=run_ids, job_ids=job_ids)
-    except Exception as exc:  # noqa: BLE001 - the runs are queued in the database either way
-        return f"could not reach Redis at {url} ({_one_line(str(exc))}); the reaper publishes them once it is back"
+        result, sent = commit_then_publish(factory, work, queued=queued,
+                                           send=None if app is None else celery_sender(app, factory))
     finally:
-        app.close()
-    wanted = len(run_ids) + len(job_ids)
-    if n < wanted:  # a running reaper publishes queued runs it finds, possibly before this call
-        return f"published {n} message(s); the reaper had already published the other {wanted - n}"
-    return f"published {n} message(s)"
+        if app is not None:
+            app.close()
+    wanted = queued(result)
+    return result, _where(sent if wanted else Published(0), len(wanted.run_ids) + len(wanted.job_ids))
+
+
+def _where(sent: Any, wanted: int) -> str:
+    if sent.problem:
+        return sent.problem
+    if sent.sent < wanted:  # a running reaper publishes queued runs it finds, possibly before this call
+        return f"published {sent.sent} message(s); the reaper had already published the other {wanted - sent.sent}"
+    return f"published {sent.sent} message(s)"
 
 
 def _fmt_time(ts: Any) -> str:
@@ -159,8 +166,8 @@ def cmd_reaper(args: argparse.Namespace) -> int:
 def cmd_submit(args: argparse.Namespace) -> int:
     from segcore.config import load_config
 
-    from worker.db.session import session_scope
     from worker.services.experiments import create_experiment
+    from worker.services.outbox import Queued
 
     config = load_config(args.config)
     try:
@@ -174,21 +181,13 @@ def cmd_submit(args: argparse.Namespace) -> int:
             raise CliError("--grid must look like model.encoder=resnet18,resnet34")
         grid = {"axis": axis.strip(), "values": [_scalar(v) for v in values.split(",")]}
     settings = _settings(args)
-    factory = _factory(settings)
-    with session_scope(factory) as s:
-        exp = create_experiment(
-            s,
-            actor=None,
-            name=args.name,
-            config=config,
-            n_folds=args.folds,
-            seeds=seeds or [0],
-            grid=grid,
-            priority=args.priority,
-            tags=args.tag or [],
-            note=args.note or "",
-        )
-    where = _publish(settings, factory, run_ids=exp.run_ids)
+    exp, where = _submit(
+        settings, _factory(settings),
+        lambda s: create_experiment(s, actor=None, name=args.name, config=config, n_folds=args.folds,
+                                    seeds=seeds or [0], grid=grid, priority=args.priority, tags=args.tag or [],
+                                    note=args.note or ""),
+        queued=lambda e: Queued.of(run_ids=e.run_ids),
+    )
     print(f"experiment {exp.id}: queued runs {', '.join(map(str, exp.run_ids))} ({where})")
     return 0
 
@@ -248,30 +247,33 @@ def cmd_cancel(args: argparse.Namespace) -> int:
 
 
 def cmd_requeue(args: argparse.Namespace) -> int:
-    from worker.db.session import session_scope
     from worker.services.lifecycle import requeue
+    from worker.services.outbox import Queued
 
     settings = _settings(args)
-    factory = _factory(settings)
-    with session_scope(factory) as s:
-        requeue(s, run_id=args.run)
-    print(f"run {args.run} requeued ({_publish(settings, factory, run_ids=[args.run])})")
+    _, where = _submit(settings, _factory(settings), lambda s: requeue(s, run_id=args.run),
+                       queued=lambda _: Queued(run_ids=(args.run,)))
+    print(f"run {args.run} requeued ({where})")
     return 0
 
 
 def cmd_priority(args: argparse.Namespace) -> int:
-    from worker.db.session import session_scope
     from worker.services.lifecycle import set_job_priority, set_priority
+    from worker.services.outbox import Queued
+
+    def change(s: Any) -> bool:
+        if args.job:
+            return set_job_priority(s, job_id=args.id, priority=args.priority)
+        return set_priority(s, run_id=args.id, priority=args.priority)
+
+    def queued(again: bool) -> Queued:
+        if not again:
+            return Queued()
+        return Queued(job_ids=(args.id,)) if args.job else Queued(run_ids=(args.id,))
 
     settings = _settings(args)
-    factory = _factory(settings)
-    with session_scope(factory) as s:
-        if args.job:
-            again = set_job_priority(s, job_id=args.id, priority=args.priority)
-        else:
-            again = set_priority(s, run_id=args.id, priority=args.priority)
-    ids = {"job_ids": [args.id]} if args.job else {"run_ids": [args.id]}
-    where = f" ({_publish(settings, factory, **ids)})" if again else ""
+    again, where = _submit(settings, _factory(settings), change, queued=queued)
+    where = f" ({where})" if again else ""
     print(f"{'job' if args.job else 'run'} {args.id} priority {args.priority}{where}")
     return 0
 

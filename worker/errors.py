@@ -1,12 +1,26 @@
 """Exception types raised by the worker's service layer.
 
 The web app and the CLI catch :class:`ServiceError` and show its message; every message says
-what is wrong and how to fix it.
+what is wrong and how to fix it. segcore's errors that services let through (a config, dataset or
+store problem) are re-exported here, so a caller of the services catches them without importing
+segcore's internals.
 """
 
 from __future__ import annotations
 
-__all__ = ["ServiceError", "NotFound", "InvalidInput", "Conflict"]
+from segcore.errors import ConfigError, DatasetError, EnsembleError, SegcoreError, StoreError
+
+__all__ = [
+    "ServiceError",
+    "NotFound",
+    "InvalidInput",
+    "Conflict",
+    "SegcoreError",
+    "ConfigError",
+    "DatasetError",
+    "StoreError",
+    "EnsembleError",
+]
 
 
 class ServiceError(Exception):

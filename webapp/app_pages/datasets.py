@@ -21,9 +21,9 @@ from webapp.components import charts
 from webapp.components.archive import dataset_folder, extract_archive
 from webapp.components.layout import fmt_time, member_names, page_header
 from webapp.components.overlays import classes_present, overlay_mask, render_legend
-from webapp.components.samples import augmentation_samples, open_registered, statistics_of
+from webapp.components.samples import STATS_MAX_IMAGES, augmentation_samples, open_registered, statistics_of
 from webapp.errors import guard
-from worker.artifacts import is_url
+from worker.services.runtime import is_url
 
 __all__ = ["render", "build_source"]
 
@@ -180,9 +180,9 @@ def _eda(ds: Any, stats: dict[str, Any], dataset: Any) -> None:
             from worker.services import jobs
 
             with guard("Queueing the statistics job") as outcome:
-                job = resources.write(jobs.create_job, kind="dataset_import", target={"dataset_id": ds.id})
+                job, problem = resources.submit(jobs.create_job, kind="dataset_import", target={"dataset_id": ds.id},
+                                                queued=lambda j: resources.Queued(job_ids=(j.id,)))
             if not outcome.failed:
-                problem = resources.publish(job_ids=[job.id])
                 state.flash(f"Job {job.id} counts every image of {ds.name}; the charts update when it finishes.")
                 if problem:
                     state.flash(problem, "warning")
@@ -261,8 +261,11 @@ def _browse(datasets: list) -> None:
     tabs = st.tabs(["Statistics", "Samples", "Augmentation preview"], key=_k("explore_tabs"), on_change="rerun")
     with tabs[0]:
         with guard("Computing the statistics") as o, st.spinner("Computing the statistics (once per dataset)..."):
-            stats = statistics_of(ds)
+            stats, preview = statistics_of(ds)
         if not o.failed:
+            if preview:
+                st.caption(f"A preview on at most {STATS_MAX_IMAGES} images: the dataset job computes the full "
+                           "statistics (Queue page); they replace this preview when it finished.")
             _eda(ds, stats, dataset)
     with tabs[1]:
         _samples(ds, dataset)

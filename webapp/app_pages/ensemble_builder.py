@@ -19,16 +19,12 @@ from webapp.components.submissions import render_submissions
 from webapp.components.tables import row_key, row_label
 from webapp.errors import guard
 from worker.services.candidates import score_candidate
+from worker.services.ensembles import ENSEMBLE_METHODS
 
 __all__ = ["render", "METHODS", "candidate_signature"]
 
 PAGE = "ensemble_builder"
-METHODS = {
-    "soft": "Mean of the members' probabilities.",
-    "geometric": "Normalised geometric mean (rewards agreement, punishes a confident dissenter).",
-    "majority": "Each member votes its class; ties go to the highest mean probability.",
-    "weighted": "Weighted mean of probabilities with the weights below (or found by the search).",
-}
+METHODS = {m.name: m.description for m in ENSEMBLE_METHODS.values()}
 
 
 def _k(name: str) -> str:
@@ -115,8 +111,8 @@ def _show_candidate(result: dict[str, Any]) -> None:
                    f"{s['max_side']}px grid; the scores above are at full resolution.")
 
 
-def _save(ds_id: int, members: list[dict[str, Any]], method: str, tta: Any, result: dict[str, Any]) -> None:
-    from worker.services import ensembles, groups, jobs, runs
+def _save(members: list[dict[str, Any]], method: str, search: str, tta: Any) -> None:
+    from worker.services import ensembles
 
     with st.form(_k("save")):
         st.markdown("**Save the ensemble** (a leaderboard row) and queue its test prediction")
@@ -124,42 +120,26 @@ def _save(ds_id: int, members: list[dict[str, Any]], method: str, tta: Any, resu
         note = st.text_input("Note", key=_k("note"))
         if not st.form_submit_button("Save and queue", type="primary"):
             return
-    # a weight search may leave members out (weight 0): the saved ensemble lists the ones it uses
-    kept = [(m, w) for m, w in zip(members, result["weights"], strict=True) if w > 0]
-    with guard("Saving the ensemble") as outcome, resources.unit_of_work() as (session, actor):
-        ens = ensembles.create_ensemble(
-            session, actor=actor, name=name, method=method,
-            members=[{"kind": m["kind"], "id": m["id"], "weight": w} for m, w in kept],
-            tta=tta, val_metrics={result["metric"]: result["score"], "per_class": {result["metric"]:
-                                                                                   result["per_class"]}},
-            member_scores=[{"kind": m["kind"], "id": m["id"], "score": m["score"]} for m in result["members"]],
-            monitor_metric=result["metric"], dataset_id=ds_id, status="queued", note=note,
-        )
-        # members' test predictions first (with the chosen TTA); the combination once they all exist
-        missing = [m["id"] for m, _ in kept if m["kind"] == "run"
-                   and not runs.get_run(session, run_id=m["id"]).test_store]
-        groups_missing = [m["id"] for m, _ in kept if m["kind"] == "group"
-                          and not groups.get_group(session, group_id=m["id"]).test_store]
-        if missing:
-            job = jobs.create_job(session, actor=actor, kind="predict", target={"run_ids": missing},
-                                  params={"split": "test", "tta": tta})
-            then = (f"the test prediction of runs {', '.join(map(str, missing))} is queued as job {job.id}; "
-                    "combine them on the ensemble's page when it finished")
-        elif groups_missing:
-            job = None
-            then = f"groups {groups_missing} have no test predictions yet; predict their runs first"
-        else:
-            job = jobs.create_job(session, actor=actor, kind="ensemble", target={"ensemble_id": ens.id}, params={})
-            then = f"its test prediction is queued as job {job.id}"
+    settings = resources.app_settings()
+    # the service scores the candidate again and decides which jobs its test prediction needs
+    with guard("Saving the ensemble") as outcome:
+        saved, problem = resources.submit(
+            ensembles.save_candidate, name=name, members=_picked(members), method=method, weight_search=search,
+            tta=tta, note=note, dataset_root=settings.dataset_root, artifacts=resources.artifacts(),
+            queued=lambda c: resources.Queued.of(job_ids=[c.job.id] if c.job is not None else []))
     if outcome.failed:
         return
-    problem = resources.publish(job_ids=[job.id]) if job is not None else None
+    ens = saved.ensemble
     state.drop(state.ENSEMBLE_CANDIDATE)
-    state.flash(f"Ensemble {ens.name} saved (validation {result['metric']} {result['score']:.4f}); {then}.")
+    state.flash(f"Ensemble {ens.name} saved (validation {ens.monitor_metric} {ens.val_score:.4f}); {saved.next_step}.")
     if problem:
         state.flash(problem, "warning")
     st.query_params["ensemble"] = str(ens.id)
     st.rerun()
+
+
+def _picked(members: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"kind": m["kind"], "id": m["id"], "weight": m.get("weight", 1.0)} for m in members]
 
 
 def _builder() -> None:
@@ -195,12 +175,9 @@ def _builder() -> None:
     signature = candidate_signature(members, method, search)
     if st.button("Compute the candidate's validation score", type="primary", key=_k("score")):
         settings = resources.app_settings()
-        scorer = score_candidate
         with guard("Scoring the candidate") as outcome, st.spinner("Combining the stored predictions..."):
-            result = resources.read(scorer, members=[{"kind": m["kind"], "id": m["id"], "weight": m.get("weight", 1.0)}
-                                                     for m in members],
-                                    method=method, weight_search=search, dataset_root=settings.dataset_root,
-                                    artifacts=resources.artifacts())
+            result = resources.read(score_candidate, members=_picked(members), method=method, weight_search=search,
+                                    dataset_root=settings.dataset_root, artifacts=resources.artifacts())
         if not outcome.failed:
             state.put(state.ENSEMBLE_CANDIDATE, {"signature": signature, "result": result})
     candidate = state.get(state.ENSEMBLE_CANDIDATE)
@@ -210,7 +187,7 @@ def _builder() -> None:
         st.info("The selection changed since the last score; compute it again before saving.")
         return
     _show_candidate(candidate["result"])
-    _save(ds_id, members, method, tta, candidate["result"])
+    _save(members, method, search, tta)
 
 
 def render() -> None:

@@ -17,7 +17,6 @@ from pydantic import ValidationError
 
 from segcore import catalog
 from segcore.config import ExperimentConfig, Precision
-from segcore.errors import ConfigError
 from webapp import resources, state
 from webapp.components import links
 from webapp.components.forms import (
@@ -35,6 +34,7 @@ from webapp.components.forms import (
 from webapp.components.layout import empty_state, page_header
 from webapp.components.overlays import overlay_mask, render_legend
 from webapp.errors import guard
+from worker.errors import ConfigError
 
 __all__ = ["render", "GRID_AXES", "grid_values", "base_config"]
 
@@ -380,10 +380,10 @@ def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, 
     clone_of = _draft().get("clone_of")
     with guard("Queueing the experiment") as outcome:
         try:
-            created = resources.write(
+            created, problem = resources.submit(
                 experiments.create_experiment, name=cfg.get("name"), config=cfg, n_folds=exp["n_folds"],
                 seeds=exp["seeds"], grid=exp["grid"], priority=exp["priority"], tags=exp["tags"], note=exp["note"],
-                dataset_id=ds.id, parent_run_id=clone_of,
+                dataset_id=ds.id, parent_run_id=clone_of, queued=lambda c: resources.Queued.of(run_ids=c.run_ids),
             )
         except ConfigError as exc:  # a grid value or a fold made a run config invalid: show it at its field
             _show_errors(slots, field_errors(exc))
@@ -393,7 +393,6 @@ def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, 
     draft = _draft()
     draft["clone_of"] = None  # the next experiment from this form is not a clone unless loaded again
     state.put(state.EXPERIMENT_DRAFT, draft)
-    problem = resources.publish(run_ids=created.run_ids)
     state.flash(f"Experiment {created.name}: {len(created.run_ids)} run(s) in {len(created.groups)} group(s) queued.")
     if problem:
         state.flash(problem, "warning")

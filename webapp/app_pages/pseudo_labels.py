@@ -115,14 +115,17 @@ def _create(teacher: dict[str, Any], params: dict[str, Any], preview: dict[str, 
             return
     report = {k: v for k, v in preview["report"].items() if k != "images"}
     report["kept_ids"] = [d["id"] for d in preview["report"]["images"] if d["kept"]]
-    with guard("Creating the round") as outcome, resources.unit_of_work() as (session, actor):
+
+    def create(session: Any, actor: int | None) -> tuple[Any, Any]:
         rnd = pseudo.create_pseudo_round(session, actor=actor, name=name, teacher_kind=teacher["kind"],
                                          teacher_id=teacher["id"], params=params, report=report,
                                          parent_round_id=parent)
-        job = jobs.create_job(session, actor=actor, kind="pseudo", target={"round_id": rnd.id}, params=params)
+        return rnd, jobs.create_job(session, actor=actor, kind="pseudo", target={"round_id": rnd.id}, params=params)
+
+    with guard("Creating the round") as outcome:
+        (rnd, job), problem = resources.submit_unit(create, queued=lambda r: resources.Queued(job_ids=(r[1].id,)))
     if outcome.failed:
         return
-    problem = resources.publish(job_ids=[job.id])
     state.drop(state.PSEUDO_PREVIEW)
     state.flash(f"Round {rnd.name} created; job {job.id} writes its pseudo-labelled dataset.")
     if problem:
@@ -157,12 +160,12 @@ def _students(rounds: list) -> None:
         cfg["data"].pop("fingerprint", None)
         if (cfg["data"].get("split") or {}).get("kind") == "kfold":
             cfg["data"]["split"] = {"kind": "holdout"}
-        created = resources.write(experiments.create_experiment, name=cfg["name"], config=cfg, n_folds=n_folds,
-                                  seeds=list(range(seeds)), dataset_id=base.dataset_id, parent_run_id=base.id,
-                                  pseudo_round_id=rnd.id, tags=["pseudo", f"round-{rnd.id}"])
+        created, problem = resources.submit(
+            experiments.create_experiment, name=cfg["name"], config=cfg, n_folds=n_folds, seeds=list(range(seeds)),
+            dataset_id=base.dataset_id, parent_run_id=base.id, pseudo_round_id=rnd.id,
+            tags=["pseudo", f"round-{rnd.id}"], queued=lambda c: resources.Queued.of(run_ids=c.run_ids))
     if outcome.failed:
         return
-    problem = resources.publish(run_ids=created.run_ids)
     state.flash(f"{len(created.run_ids)} student run(s) queued for round {rnd.name}.")
     if problem:
         state.flash(problem, "warning")

@@ -89,10 +89,10 @@ def _actions(run) -> None:
     if c[1].button("Requeue", key=_k("requeue"), disabled=status not in ("failed", "cancelled"),
                    help="Run a failed or cancelled run again; it resumes from its last checkpoint."):
         with guard(f"Requeueing run {run.id}") as outcome:
-            resources.write(lifecycle.requeue, run_id=run.id)
+            _, problem = resources.submit(lifecycle.requeue, run_id=run.id,
+                                          queued=lambda _: resources.Queued(run_ids=(run.id,)))
         if not outcome.failed:
             state.flash(f"Run {run.id} is queued again.")
-            problem = resources.publish(run_ids=[run.id])
             if problem:
                 state.flash(problem, "warning")
             st.rerun()
@@ -101,13 +101,12 @@ def _actions(run) -> None:
                             key=_k(f"priority_{run.id}"), disabled=status != "queued" and status != "running")
         if st.button("Set priority", key=_k("set_priority"), disabled=status not in ("queued", "running")):
             with guard(f"Changing the priority of run {run.id}") as outcome:
-                republish = resources.write(lifecycle.set_priority, run_id=run.id, priority=int(p))
+                _, problem = resources.submit(lifecycle.set_priority, run_id=run.id, priority=int(p),
+                                              queued=lambda again: resources.Queued(run_ids=(run.id,) if again else ()))
             if not outcome.failed:
                 state.flash(f"Run {run.id} now has priority {int(p)}.")
-                if republish:
-                    problem = resources.publish(run_ids=[run.id])
-                    if problem:
-                        state.flash(problem, "warning")
+                if problem:
+                    state.flash(problem, "warning")
                 st.rerun()
 
 
@@ -164,13 +163,12 @@ def _jobs(names: dict) -> None:
         if st.button("Set job priority", key=_k("set_job_priority"), disabled=job.status.value != "queued",
                      help="Only a job that still waits in the queue can be moved."):
             with guard(f"Changing the priority of job {job_id}") as outcome:
-                republish = resources.write(lifecycle.set_job_priority, job_id=job_id, priority=int(p))
+                _, problem = resources.submit(lifecycle.set_job_priority, job_id=job_id, priority=int(p),
+                                              queued=lambda again: resources.Queued(job_ids=(job_id,) if again else ()))
             if not outcome.failed:
                 state.flash(f"Job {job_id} now has priority {int(p)}.")
-                if republish:
-                    problem = resources.publish(job_ids=[job_id])
-                    if problem:
-                        state.flash(problem, "warning")
+                if problem:
+                    state.flash(problem, "warning")
                 st.rerun()
     if c[1].button("Cancel job", key=_k("cancel_job"), disabled=job.status.value not in ("queued", "running")):
         with guard(f"Cancelling job {job_id}") as outcome:
@@ -180,10 +178,10 @@ def _jobs(names: dict) -> None:
             st.rerun()
     if c[2].button("Requeue job", key=_k("requeue_job"), disabled=job.status.value not in ("failed", "cancelled")):
         with guard(f"Requeueing job {job_id}") as outcome:
-            resources.write(lifecycle.requeue_job, job_id=job_id)
+            _, problem = resources.submit(lifecycle.requeue_job, job_id=job_id,
+                                          queued=lambda _: resources.Queued(job_ids=(job_id,)))
         if not outcome.failed:
             state.flash(f"Job {job_id} is queued again.")
-            problem = resources.publish(job_ids=[job_id])
             if problem:
                 state.flash(problem, "warning")
             st.rerun()

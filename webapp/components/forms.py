@@ -16,7 +16,7 @@ import streamlit as st
 from pydantic import ValidationError
 
 from segcore import catalog
-from segcore.errors import ConfigError
+from worker.errors import ConfigError
 
 __all__ = [
     "SUBMISSION_FORMATS",

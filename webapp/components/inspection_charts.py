@@ -13,7 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
-from segcore.analysis import COMPARISON_LEGEND, ERROR_LEGEND
+from worker.services.inspection import COMPARISON_LEGEND, ERROR_LEGEND
 
 __all__ = [
     "ERROR_COLOURS",

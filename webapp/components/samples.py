@@ -1,6 +1,6 @@
 """A registered dataset's files, opened through segcore: samples, statistics, augmentation previews.
 
-Only torch-free segcore modules are imported at module level; the augmentation preview loads
+Everything goes through :mod:`worker.services.datasets`; the augmentation preview loads
 albumentations when it is asked for.
 """
 
@@ -20,15 +20,16 @@ STATS_MAX_IMAGES = 500
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def _opened(dataset_id: int, fingerprint: str | None, _ds: Any, dataset_root: str | None) -> Any:
-    from pydantic import TypeAdapter
+    from worker.services import datasets as svc
 
-    from segcore.config import DatasetSource
-    from segcore.data.formats import open_dataset
+    return svc.open_files(_ds, artifacts=resources.artifacts(), dataset_root=dataset_root)
 
-    source = TypeAdapter(DatasetSource).validate_python(_ds.source)
-    source, dataset_root = resources.artifacts().local_source(source, dataset_root)  # a remote one is mirrored
-    return open_dataset(source, classes=_ds.classes, task=_ds.task.value, ignore_index=_ds.ignore_index,
-                        dataset_root=dataset_root)
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _preview(dataset_id: int, fingerprint: str | None, _dataset: Any) -> dict[str, Any]:
+    from worker.services import datasets as svc
+
+    return svc.preview_statistics(_dataset, max_images=STATS_MAX_IMAGES)
 
 
 def open_registered(ds: Any) -> Any:
@@ -40,16 +41,15 @@ def open_registered(ds: Any) -> Any:
     return _opened(ds.id, ds.fingerprint, ds, resources.app_settings().dataset_root)
 
 
-def statistics_of(ds: Any) -> dict[str, Any]:
-    """The EDA statistics of a dataset: stored ones, else computed (sampled) and stored."""
-    if ds.statistics:
-        return ds.statistics
-    from segcore.data.statistics import compute_statistics
-    from worker.services import datasets as svc
+def statistics_of(ds: Any) -> tuple[dict[str, Any], bool]:
+    """The EDA statistics of a dataset and whether they are a preview.
 
-    stats = compute_statistics(open_registered(ds), max_images=STATS_MAX_IMAGES)
-    saved = resources.write(svc.set_dataset_statistics, dataset_id=ds.id, statistics=stats.model_dump(mode="json"))
-    return saved.statistics or {}
+    The stored ones are the full statistics the ``dataset_import`` job computed; until it has
+    run, a preview over at most :data:`STATS_MAX_IMAGES` images is computed here and shown, never stored.
+    """
+    if ds.statistics:
+        return ds.statistics, False
+    return _preview(ds.id, ds.fingerprint, open_registered(ds)), True
 
 
 def augmentation_samples(ds: Any, dataset: Any, augmentation: dict[str, Any], *, n: int, seed: int = 0,
@@ -59,12 +59,6 @@ def augmentation_samples(ds: Any, dataset: Any, augmentation: dict[str, Any], *,
     Raises:
         ConfigError: the augmentation section is invalid.
     """
-    from segcore.config import parse_config
-    from segcore.data.transforms import preview_augmentations  # albumentations: loaded only when asked
+    from worker.services import datasets as svc
 
-    cfg = parse_config({"name": "preview", "data": {"source": ds.source, "classes": ds.classes, "task": ds.task.value,
-                                                    "ignore_index": ds.ignore_index, "image_size": image_size},
-                        "augmentation": augmentation})
-    return preview_augmentations(dataset, cfg, list(dataset.ids)[: max(n, 1)], n, seed=seed)
-
-
+    return svc.preview_augmentations(ds, dataset, augmentation, n=n, seed=seed, image_size=image_size)

@@ -19,7 +19,7 @@ from webapp.components.forms import SUBMISSION_FORMATS, tta_input
 from webapp.components.layout import fmt_time
 from webapp.errors import guard
 
-__all__ = ["render_submissions", "store_tta", "pending_jobs"]
+__all__ = ["render_submissions", "store_tta"]
 
 
 def _k(name: str) -> str:
@@ -33,82 +33,33 @@ def _prefix(source: dict) -> str:
 
 def store_tta(path: str | None) -> tuple[bool, Any]:
     """Whether a probability store can be read at ``path``, and the TTA policy recorded in it."""
-    if not path:
-        return False, None
-    from segcore.errors import StoreError
-    from segcore.inference.store import ProbabilityStore
+    from worker.services.probabilities import store_tta as read_tta
 
-    from worker.artifacts import ArtifactError, is_url
-
-    try:
-        if is_url(path):  # opening reads only the manifest: fetch just that file
-            local = resources.artifacts().fetch(path.rstrip("/") + "/manifest.json").parent
-        else:
-            local = resources.artifacts().fetch(path)
-        return True, ProbabilityStore.open(local).tta
-    except (StoreError, OSError, ArtifactError):
-        return False, None
-
-
-def pending_jobs(jobs: list, *, run_ids: set[int] = frozenset(), ensemble_id: int | None = None) -> list:
-    """Queued or running predict/ensemble jobs that will produce test predictions for these sources."""
-    out = []
-    for j in jobs:
-        if j.status.value not in ("queued", "running"):
-            continue
-        if j.kind.value == "predict" and j.params.get("split", "test") == "test" and \
-                run_ids & set(j.target.get("run_ids") or []):
-            out.append(j)
-        elif j.kind.value == "ensemble" and ensemble_id is not None and j.target.get("ensemble_id") == ensemble_id:
-            out.append(j)
-    return out
+    return read_tta(resources.artifacts(), path)
 
 
 def _queue(kind: str, target: dict, params: dict, done: str) -> None:
     from worker.services import jobs
 
     with guard("Queueing the job") as outcome:
-        job = resources.write(jobs.create_job, kind=kind, target=target, params=params)
+        job, problem = resources.submit(jobs.create_job, kind=kind, target=target, params=params,
+                                        queued=lambda j: resources.Queued(job_ids=(j.id,)))
     if outcome.failed:
         return
-    problem = resources.publish(job_ids=[job.id])
     state.flash(f"{done} (job {job.id}).")
     if problem:
         state.flash(problem, "warning")
     st.rerun()
 
 
-def _member_stores(ensemble: Any) -> tuple[list[int], list[str]]:
-    """Run members without test predictions, and other members (groups) without them."""
-    from worker.services import groups, runs
-
-    missing_runs, missing_other = [], []
-    for m in ensemble.members:
-        if m.kind.value == "run":
-            if not resources.read(runs.get_run, run_id=m.id).test_store:
-                missing_runs.append(m.id)
-        elif m.kind.value == "group":
-            if not resources.read(groups.get_group, group_id=m.id).test_store:
-                missing_other.append(f"group {m.id}")
-        else:
-            missing_other.append(f"ensemble {m.id}")
-    return missing_runs, missing_other
-
-
 def _test_predictions(source: dict, test_store: str | None, p: str) -> bool:
     """Draw the test-prediction step; return whether a test store is ready for a submission."""
-    from worker.services import ensembles
+    from worker.services import submissions
 
     ready, tta = store_tta(test_store)
-    all_jobs = resources.jobs(limit=200)
-    if "run_id" in source:
-        pending = pending_jobs(all_jobs, run_ids={source["run_id"]})
-    elif "ensemble_id" in source:
-        ens = resources.read(ensembles.get_ensemble, ensemble_id=source["ensemble_id"])
-        member_runs = {m.id for m in ens.members if m.kind.value == "run"}
-        pending = pending_jobs(all_jobs, run_ids=member_runs, ensemble_id=ens.id)
-    else:
-        pending = []
+    kind, object_id = next(iter(source.items()))
+    status = resources.read(submissions.pending_test_predictions, kind=kind.removesuffix("_id"), id=object_id)
+    pending = status.pending
     if ready:
         st.success(f"Test predictions stored (TTA: {tta or 'none'}).", icon=":material/check_circle:")
     elif pending:
@@ -122,7 +73,9 @@ def _test_predictions(source: dict, test_store: str | None, p: str) -> bool:
                 _queue("predict", {"run_ids": [source["run_id"]]}, {"split": "test", "tta": policy},
                        f"Test prediction of run {source['run_id']} queued")
     elif "ensemble_id" in source and not ready:
-        missing_runs, missing_other = _member_stores(ens)
+        missing_runs = status.missing_runs
+        missing_other = [f"group {i}" for i in status.missing_groups] + [f"ensemble {i}" for i in
+                                                                         status.missing_ensembles]
         if missing_other:
             st.warning(f"{', '.join(missing_other)} have no test predictions; predict their runs (or build the "
                        "ensemble from runs) first.")
@@ -189,13 +142,17 @@ def render_submissions(
             note = st.text_input("Note", key=_k(f"{p}.sub_note"))
             if st.form_submit_button("Queue submission", disabled=not ready):
                 _, tta = store_tta(test_store)
-                with guard("Queueing the submission") as outcome, resources.unit_of_work() as (session, actor):
+
+                def create(session: Any, actor: int | None) -> tuple[Any, Any]:
                     sub = submissions.create_submission(session, actor=actor, format=fmt, tta=tta, note=note,
                                                         **source)
-                    job = jobs.create_job(session, actor=actor, kind="submission",
-                                          target={"submission_id": sub.id}, params={})
+                    return sub, jobs.create_job(session, actor=actor, kind="submission",
+                                                target={"submission_id": sub.id}, params={})
+
+                with guard("Queueing the submission") as outcome:
+                    (sub, job), problem = resources.submit_unit(
+                        create, queued=lambda r: resources.Queued(job_ids=(r[1].id,)))
                 if not outcome.failed:
-                    problem = resources.publish(job_ids=[job.id])
                     state.flash(f"Submission {sub.id} queued as job {job.id}.")
                     if problem:
                         state.flash(problem, "warning")

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from segcore.config import DatasetSource, TaskType, format_validation_error
 from segcore.errors import DatasetError
-from worker.artifacts import Artifacts, local_source
+from worker.artifacts import Artifacts, local_source, open_local_dataset
 from worker.db.models import Dataset, TaskKind
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import DatasetRead
@@ -25,6 +25,9 @@ __all__ = [
     "get_dataset_by_name",
     "list_datasets",
     "set_dataset_statistics",
+    "open_files",
+    "preview_statistics",
+    "preview_augmentations",
 ]
 
 _SOURCE = TypeAdapter(DatasetSource)
@@ -170,3 +173,49 @@ def set_dataset_statistics(
     session.flush()
     record_event(session, actor=actor, action="dataset.set_statistics", object_kind="dataset", object_id=ds.id)
     return DatasetRead.model_validate(ds)
+
+
+def open_files(dataset: DatasetRead, *, artifacts: Artifacts | None, dataset_root: str | None) -> Any:
+    """segcore's ``SegDataset`` of a registered dataset (its files mirrored first when remote).
+
+    Raises:
+        DatasetError: its files moved or disappeared since it was registered.
+    """
+    return open_local_dataset(artifacts, dataset.source, classes=dataset.classes, task=dataset.task,
+                              ignore_index=dataset.ignore_index, dataset_root=dataset_root)
+
+
+def preview_statistics(opened: Any, *, max_images: int = 500) -> dict[str, Any]:
+    """EDA statistics of at most ``max_images`` images, to show while the ``dataset_import`` job runs.
+
+    Writes nothing: a dataset's stored statistics are the full ones, and only that job sets them
+    (:func:`set_dataset_statistics`).
+    """
+    from segcore.data.statistics import compute_statistics
+
+    return compute_statistics(opened, max_images=max_images).model_dump(mode="json")
+
+
+def preview_augmentations(dataset: DatasetRead, opened: Any, augmentation: dict[str, Any], *, n: int, seed: int = 0,
+                          image_size: list[int] | None = None) -> list[tuple[Any, Any]]:
+    """``n`` (image, mask) pairs of a registered dataset as the training pipeline of ``augmentation`` makes them.
+
+    Args:
+        dataset: The registered dataset.
+        opened: Its files (:func:`open_files`).
+        augmentation: A config's ``augmentation`` section.
+        n: How many pairs (from the first images).
+        seed: Random seed of the augmentations.
+        image_size: The config's ``data.image_size``.
+
+    Raises:
+        ConfigError: the augmentation section is invalid.
+    """
+    from segcore.config import parse_config
+    from segcore.data.transforms import preview_augmentations as preview  # albumentations: loaded only when asked
+
+    cfg = parse_config({"name": "preview", "data": {"source": dataset.source, "classes": dataset.classes,
+                                                    "task": dataset.task.value, "ignore_index": dataset.ignore_index,
+                                                    "image_size": image_size},
+                        "augmentation": augmentation})
+    return preview(opened, cfg, list(opened.ids)[: max(n, 1)], n, seed=seed)

@@ -2,19 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from worker.db.base import utcnow
-from worker.db.models import Ensemble, Run, RunGroup, Submission
+from worker.db.models import Ensemble, Job, JobKind, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.errors import InvalidInput
-from worker.schemas import SubmissionRead
+from worker.schemas import JobRead, SubmissionRead
 from worker.services._common import as_float, check_actor, get_or_raise
 from worker.services.audit import record_event
 
-__all__ = ["create_submission", "record_public_score", "set_submission_file", "get_submission", "list_submissions"]
+__all__ = [
+    "create_submission",
+    "record_public_score",
+    "set_submission_file",
+    "get_submission",
+    "list_submissions",
+    "PendingPredictions",
+    "pending_test_predictions",
+]
 
 
 def create_submission(
@@ -142,3 +151,66 @@ def list_submissions(
         q = q.where(Submission.public_score.is_not(None))
     q = q.order_by(Submission.id.desc()).limit(limit)
     return [SubmissionRead.model_validate(s) for s in session.scalars(q)]
+
+
+@dataclasses.dataclass(frozen=True)
+class PendingPredictions:
+    """Where a run's, group's or ensemble's test predictions stand (what a submission needs).
+
+    Attributes:
+        pending: Queued or running jobs that will write them (``predict`` of the run, group or an
+            ensemble's run/group members; the ensemble's ``ensemble`` job), oldest first.
+        missing_runs: An ensemble's run members without test predictions.
+        missing_groups: Its group members without them.
+        missing_ensembles: Its ensemble members without them.
+    """
+
+    pending: list[JobRead]
+    missing_runs: list[int] = dataclasses.field(default_factory=list)
+    missing_groups: list[int] = dataclasses.field(default_factory=list)
+    missing_ensembles: list[int] = dataclasses.field(default_factory=list)
+
+
+def pending_test_predictions(session: Session, *, kind: SourceKind | str, id: int) -> PendingPredictions:  # noqa: A002
+    """The pending jobs and missing member predictions behind a source's test predictions.
+
+    Raises:
+        InvalidInput: an unknown kind.
+        NotFound: no such run, group or ensemble.
+    """
+    try:
+        kind = SourceKind(kind)
+    except ValueError:
+        raise InvalidInput(f"unknown kind {kind!r}; use run, group or ensemble") from None
+    runs: set[int] = set()
+    groups: set[int] = set()
+    missing: dict[SourceKind, list[int]] = {k: [] for k in SourceKind}
+    if kind is SourceKind.RUN:
+        runs.add(get_or_raise(session, Run, id, "run").id)
+    elif kind is SourceKind.GROUP:
+        groups.add(get_or_raise(session, RunGroup, id, "group").id)
+    else:
+        ens = get_or_raise(session, Ensemble, id, "ensemble")
+        models = {SourceKind.RUN: Run, SourceKind.GROUP: RunGroup, SourceKind.ENSEMBLE: Ensemble}
+        for m in ens.members:
+            member_kind, member_id = SourceKind(m["kind"]), int(m["id"])
+            obj = session.get(models[member_kind], member_id)
+            if obj is not None and not obj.test_store:  # type: ignore[attr-defined]
+                missing[member_kind].append(member_id)
+        runs.update(int(m["id"]) for m in ens.members if m["kind"] == SourceKind.RUN.value)
+        groups.update(int(m["id"]) for m in ens.members if m["kind"] == SourceKind.GROUP.value)
+    active = session.scalars(sa.select(Job).where(Job.status.in_([RunStatus.QUEUED, RunStatus.RUNNING]),
+                                                  Job.kind.in_([JobKind.PREDICT, JobKind.ENSEMBLE]))
+                             .order_by(Job.id))
+    pending = []
+    for job in active:
+        target = job.target or {}
+        if job.kind is JobKind.ENSEMBLE:
+            mine = kind is SourceKind.ENSEMBLE and target.get("ensemble_id") == id
+        else:
+            mine = job.params.get("split", "test") == "test" and bool(
+                runs & set(target.get("run_ids") or []) or groups & set(target.get("group_ids") or []))
+        if mine:
+            pending.append(JobRead.model_validate(job))
+    return PendingPredictions(pending=pending, missing_runs=missing[SourceKind.RUN],
+                           missing_groups=missing[SourceKind.GROUP], missing_ensembles=missing[SourceKind.ENSEMBLE])
