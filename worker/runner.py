@@ -203,7 +203,7 @@ class _Progress:
     ) -> None:
         from segcore.training import StopTraining
 
-        self._StopTraining = StopTraining
+        self.StopTraining = StopTraining
         self.ctx = ctx
         self.workdir = workdir
         self.token = token
@@ -221,7 +221,7 @@ class _Progress:
 
     def _stop(self, reason: _Stop) -> None:
         self.stop_reason = reason
-        raise self._StopTraining(reason.value)
+        raise self.StopTraining(reason.value)
 
     def _check(self, *, poll: bool) -> None:
         if self.ctx.shutdown.is_set():
@@ -298,19 +298,16 @@ class _Progress:
 
 def describe_error(exc: BaseException) -> str:
     """One line that says what went wrong (and, for expected errors, how to fix it)."""
-    from segcore.errors import SegcoreError
+    from segcore.errors import CheckpointError, ConfigError, DatasetError, SegcoreError, TrainingError
 
     from worker.errors import ServiceError
 
     if isinstance(exc, ServiceError):
         return str(exc)
     if isinstance(exc, SegcoreError):
-        kind = {
-            "TrainingError": "training failed",
-            "DatasetError": "dataset problem",
-            "ConfigError": "config problem",
-            "CheckpointError": "checkpoint problem",
-        }.get(type(exc).__name__, "error")
+        kinds = ((TrainingError, "training failed"), (DatasetError, "dataset problem"),
+                 (ConfigError, "config problem"), (CheckpointError, "checkpoint problem"))
+        kind = next((label for cls, label in kinds if isinstance(exc, cls)), "error")
         return f"{kind}: {exc}"
     if isinstance(exc, MemoryError):
         return "out of memory: lower training.batch_size or data.image_size/crop_size"
@@ -394,7 +391,7 @@ def _train(
             devices=ctx.fit_devices,
         )
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised if fatal
-        if progress is not None and progress.stop_reason is not None and type(exc).__name__ == "StopTraining":
+        if progress is not None and progress.stop_reason is not None and isinstance(exc, progress.StopTraining):
             return _stopped(ctx, token, progress.stop_reason)
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):
             # the process is being stopped: not the run's fault, give it back to the queue

@@ -160,9 +160,9 @@ def test_cancel_stops_a_running_training(stack: Stack, q_dataset: dict[str, Any]
     wait_for(lambda: any(m.startswith("training on") for m in stack.logs(run_id)), timeout=60, what="training start")
     # the only device is busy: the next run's message stays in Redis (prefetch 1), not in the worker
     next_id = stack.submit(tiny_config(q_dataset, epochs=1, name="next"))
-    time.sleep(1.5)
+    wait_for(lambda: ("run", next_id) in (waiting_in_broker(stack.app) or set()), timeout=30,
+             what="the next run's message in Redis")
     assert stack.run(next_id).status is RunStatus.QUEUED
-    assert ("run", next_id) in waiting_in_broker(stack.app)
     t0 = time.monotonic()
     with session_scope(stack.factory) as s:
         assert lifecycle.request_cancel(s, run_id=run_id) is RunStatus.RUNNING

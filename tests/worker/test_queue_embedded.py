@@ -9,14 +9,14 @@ import re
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 import yaml
 
-from worker.db.models import Run, RunStatus
+from worker.db.models import Run, RunLog, RunStatus
 from worker.db.session import make_engine, make_session_factory, session_scope
 from worker.embedded import find_redis_server
 
@@ -79,6 +79,11 @@ def test_up_runs_a_submission_and_ctrl_c_stops_everything(tmp_path: Path, q_data
             with session_scope(factory) as s:
                 return s.get(Run, run_id).status
 
+        def training(run_id: int) -> bool:
+            with session_scope(factory) as s:
+                logs = s.scalars(sa.select(RunLog.message).where(RunLog.run_id == run_id))
+                return any(m.startswith("training on") for m in logs)
+
         wait_for(lambda: status(1) is RunStatus.SUCCEEDED, timeout=120, interval=0.2, what="run 1 to succeed")
 
         # a long training is in progress when Ctrl-C arrives: it goes back to the queue
@@ -87,8 +92,10 @@ def test_up_runs_a_submission_and_ctrl_c_stops_everything(tmp_path: Path, q_data
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 0, done.stderr
         wait_for(lambda: status(2) is RunStatus.RUNNING, timeout=60, what="run 2 to start")
-        time.sleep(1.0)
-        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+        wait_for(lambda: training(2), timeout=60, what="run 2's training to start")
+        listing = Path(f"/proc/{up.pid}/task/{up.pid}/children")
+        children = wait_for(lambda: [int(p) for p in listing.read_text().split()], timeout=10,
+                            what="the worker processes of `up`")
         up.send_signal(signal.SIGINT)
         assert up.wait(timeout=60) == 0, log_path.read_text()
         assert "stopped" in log_path.read_text().splitlines()[-1]

@@ -19,7 +19,7 @@ from worker.services import lifecycle
 from worker.services.experiments import create_experiment
 from worker.services.lifecycle import LeaseState
 
-from .queue_fixtures import make_settings, migrated, q_pg_url, tiny_config  # noqa: F401
+from .queue_fixtures import make_settings, migrated, q_pg_url, tiny_config, wait_for  # noqa: F401
 
 SOURCE = {"format": "coco", "root": "/nonexistent/for-state-tests"}
 
@@ -267,8 +267,6 @@ def test_a_run_that_keeps_killing_its_worker_fails_with_the_reason(factory: Any)
 
 def test_a_training_stuck_after_a_cancel_is_ended(tmp_path: Path) -> None:
     """The heartbeat thread marks the run cancelled and ends the process when no step comes."""
-    import time
-
     from worker.runner import LeaseKeeper, WorkerContext
 
     settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 's.db'}", redis_url=None,
@@ -281,8 +279,11 @@ def test_a_training_stuck_after_a_cancel_is_ended(tmp_path: Path) -> None:
     with session_scope(ctx.factory) as s:
         token = lifecycle.claim_run(s, run_id=run_id, worker_name="w/cpu", device="cpu", lease_s=1.0)
     keeper = LeaseKeeper(ctx, token, stop_grace_s=0.5)
+    claimed = _run(factory, run_id).heartbeat_at
     keeper.start()
-    time.sleep(0.5)
+    # heartbeats for longer than the grace period, without a cancel: the run goes on
+    wait_for(lambda: (_run(factory, run_id).heartbeat_at - claimed).total_seconds() > 0.6, timeout=10,
+             what="heartbeats past the grace period")
     assert not ended.is_set() and _run(factory, run_id).status is RunStatus.RUNNING
     with session_scope(factory) as s:
         lifecycle.request_cancel(s, run_id=run_id)
