@@ -13,9 +13,10 @@ import torch
 
 from segcore.checkpoint import load_checkpoint, save_checkpoint
 from segcore.errors import CheckpointError
+from segcore.io import read_jsonl, recover_dir, rewrite_jsonl
 from segcore.training._epoch import Trainer
 
-__all__ = ["Progress", "save_last", "save_best", "restore", "seed_everything"]
+__all__ = ["Progress", "save_last", "save_best", "restore", "repair_metrics_log", "seed_everything"]
 
 
 def seed_everything(seed: int) -> None:
@@ -50,6 +51,7 @@ class Progress:
     best_epoch: int | None = None
     bad_epochs: int = 0
     best_metrics: dict[str, Any] = field(default_factory=dict)
+    report: dict[str, Any] | None = None  # the report of ``epoch``, from the checkpoint
 
 
 def _provenance(fingerprint: str, t: Trainer, epoch: int) -> dict[str, Any]:
@@ -64,8 +66,12 @@ def save_best(path: Path, t: Trainer, model: torch.nn.Module, *, metrics: dict[s
 
 
 def save_last(path: Path, t: Trainer, progress: Progress, *, metrics: dict[str, Any] | None,
-              fingerprint: str) -> None:
-    """A resumable checkpoint after ``progress.epoch``: weights plus optimizer, scheduler, scaler, averages, RNG."""
+              fingerprint: str, report: dict[str, Any] | None = None) -> None:
+    """A resumable checkpoint after ``progress.epoch``: weights plus optimizer, scheduler, scaler, averages, RNG.
+
+    ``report`` (the epoch's :class:`EpochReport` as a dict) travels inside the checkpoint, so the
+    epoch that a checkpoint marks as done can always be recorded again on resume.
+    """
     state: dict[str, Any] = {
         "epoch": progress.epoch,
         "optimizer": t.optimizer.state_dict(),
@@ -76,6 +82,7 @@ def save_last(path: Path, t: Trainer, progress: Progress, *, metrics: dict[str, 
         "best_epoch": progress.best_epoch,
         "bad_epochs": progress.bad_epochs,
         "best_metrics_json": json.dumps(progress.best_metrics),
+        "report_json": json.dumps(report) if report is not None else "",
     }
     if t.ema is not None:
         state["ema"] = t.ema.state_dict()
@@ -91,6 +98,7 @@ def restore(path: Path, t: Trainer) -> Progress:
     Raises:
         CheckpointError: the checkpoint's training state does not fit this config.
     """
+    recover_dir(path)
     ckpt = load_checkpoint(path, device=t.rt.device, with_train_state=True)
     t.model.load_state_dict(ckpt.model.state_dict())
     st = ckpt.train_state or {}
@@ -114,4 +122,21 @@ def restore(path: Path, t: Trainer) -> Progress:
         best_epoch=st.get("best_epoch"),
         bad_epochs=int(st.get("bad_epochs", 0)),
         best_metrics=json.loads(st.get("best_metrics_json", "{}")),
+        report=json.loads(st["report_json"]) if st.get("report_json") else None,
     )
+
+
+def repair_metrics_log(path: Path, progress: Progress) -> bool:
+    """Make ``metrics.jsonl`` hold exactly the epochs up to the checkpoint's, one line each.
+
+    Drops a torn last line and lines of epochs after the checkpoint (they run again), and adds the
+    checkpoint's own epoch when a crash came between the checkpoint and its line. Returns whether the
+    checkpoint's epoch was added back.
+    """
+    records = [r for r in read_jsonl(path) if isinstance(r, dict) and int(r.get("epoch", 0)) <= progress.epoch]
+    added = False
+    if progress.report is not None and not any(int(r["epoch"]) == progress.epoch for r in records):
+        records.append(progress.report)
+        added = True
+    rewrite_jsonl(path, records)
+    return added

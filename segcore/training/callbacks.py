@@ -71,6 +71,11 @@ class EpochReport:
             "timings": self.timings,
         }
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> EpochReport:
+        """The report :meth:`to_dict` wrote (unknown keys ignored)."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
 
 @dataclass
 class FitResult:

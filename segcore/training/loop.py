@@ -30,11 +30,11 @@ from segcore._allocator import retained_heap
 from segcore.checkpoint import TRAIN_STATE_FILE
 from segcore.config import ExperimentConfig
 from segcore.errors import ConfigError, DatasetError
-from segcore.io import atomic_write_text
+from segcore.io import append_jsonl, atomic_write_text, recover_dir
 from segcore.training._device import Runtime, resolve_runtime
 from segcore.training._epoch import Trainer, evaluate, train_one_epoch, update_bn
 from segcore.training._feed import DeviceFeed, SeededSampler, ShardSampler, make_loader
-from segcore.training._state import Progress, restore, save_best, save_last, seed_everything
+from segcore.training._state import Progress, repair_metrics_log, restore, save_best, save_last, seed_everything
 from segcore.training.averaging import make_ema, make_swa
 from segcore.training.callbacks import EpochReport, FitResult, StopTraining, dispatch
 from segcore.training.distributed import Dist, launch, resolve_devices
@@ -246,15 +246,17 @@ def fit_rank(
         dispatch(cbs, "on_log", f"DDP: {d.world} rank(s) over {d.backend}, batch {tc.batch_size} per rank, "
                                 f"{sync_bn} SyncBatchNorm layer(s)")
     progress = Progress()
-    if resume and (last_dir / TRAIN_STATE_FILE).is_file():
+    if resume and recover_dir(last_dir) and (last_dir / TRAIN_STATE_FILE).is_file():
         progress = restore(last_dir, t)
         dispatch(cbs, "on_log", f"resumed from {last_dir} at epoch {progress.epoch + 1}")
     metrics_log = workdir / "metrics.jsonl"
     if d.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(workdir / "config.json", cfg.to_json())
-        if progress.epoch == 0 and metrics_log.exists():
-            metrics_log.unlink()
+        if progress.epoch == 0:
+            metrics_log.unlink(missing_ok=True)
+        else:
+            repair_metrics_log(metrics_log, progress)
 
     workers = _loader_workers(cfg, rt, d.world)
     sampler = SeededSampler(len(data.train_ds), seed=tc.seed, rank=d.rank, world=d.world,
@@ -272,6 +274,9 @@ def fit_rank(
         "start_epoch": progress.epoch + 1, "world_size": d.world, "global_batch": tc.batch_size * d.world,
         "num_workers": workers, "compile": tc.compile,
     })
+    if progress.report is not None:
+        # the checkpoint's epoch again: a crash may have come before its line or its database record
+        dispatch(cbs, "on_epoch_end", EpochReport.from_dict(progress.report))
 
     status, stop_reason = "completed", None
     history: list[EpochReport] = []
@@ -309,19 +314,11 @@ def fit_rank(
             t.scheduler.step_epoch(_monitor_value(val_metrics, monitor) if val_metrics else None)
             progress.epoch = epoch
 
-            t_ckpt = time.perf_counter()
-            if d.is_main and is_best:
-                save_best(best_dir, t, eval_model, metrics=val_metrics or {}, epoch=epoch, fingerprint=data.fingerprint)
-                dispatch(cbs, "on_checkpoint", best_dir, True)
-            if d.is_main and (epoch % tc.checkpoint_every == 0 or epoch == tc.epochs):
-                save_last(last_dir, t, progress, metrics=val_metrics, fingerprint=data.fingerprint)
-                dispatch(cbs, "on_checkpoint", last_dir, False)
-            timings = {"train_s": stats.seconds, "val_s": t_ckpt - t_val, "checkpoint_s": time.perf_counter() - t_ckpt}
+            timings = {"train_s": stats.seconds, "val_s": time.perf_counter() - t_val}
             if stats.loader_start_s:
                 timings["loader_start_s"] = stats.loader_start_s
             if stats.warmup_s is not None:
                 timings["compile_warmup_s"] = stats.warmup_s
-
             done = epoch - history[0].epoch + 1 if history else 1
             report = EpochReport(
                 epoch=epoch, epochs=tc.epochs, train_loss=stats.loss, lr=t.optimizer.param_groups[0]["lr"],
@@ -330,9 +327,20 @@ def fit_rank(
                 elapsed_s=time.perf_counter() - t_start, val=val_metrics, is_best=is_best, timings=timings,
             )
             history.append(report)
+
+            # The checkpoint marks the epoch done and carries its report; the line and the callbacks
+            # follow. A crash in between is mended on resume (repair_metrics_log, on_epoch_end again).
+            t_ckpt = time.perf_counter()
+            if d.is_main and is_best:
+                save_best(best_dir, t, eval_model, metrics=val_metrics or {}, epoch=epoch, fingerprint=data.fingerprint)
+                dispatch(cbs, "on_checkpoint", best_dir, True)
+            if d.is_main and (epoch % tc.checkpoint_every == 0 or epoch == tc.epochs):
+                save_last(last_dir, t, progress, metrics=val_metrics, fingerprint=data.fingerprint,
+                          report=report.to_dict())
+                dispatch(cbs, "on_checkpoint", last_dir, False)
+            timings["checkpoint_s"] = time.perf_counter() - t_ckpt
             if d.is_main:
-                with metrics_log.open("a", encoding="utf-8") as fh:
-                    fh.write(json.dumps(report.to_dict()) + "\n")
+                append_jsonl(metrics_log, report.to_dict())
                 dispatch(cbs, "on_epoch_end", report)
             if tc.early_stopping_patience and progress.bad_epochs >= tc.early_stopping_patience:
                 status = "early_stopped"
