@@ -1,137 +1,295 @@
-"""The 'fast' recipe vs a plain hand-written smp baseline on Stanford Background, at equal epochs.
+"""A recipe vs the hand-written baseline at equal epochs on every dataset in ../shared/data, at full resolution.
 
-Baseline (what a team writes first): Unet-resnet18 from scratch, cross-entropy, Adam (lr 1e-3) with cosine
-decay, random crops + horizontal flips, fp32, its own PIL/numpy data loading.
-Recipe: ``segcore/recipes/fast.yaml`` through ``segcore.fit``.
+The protocol (issue 14), one table at the end and a JSON last line:
 
-Both train on the dataset's predefined train split at the same image size and are scored the same way: dataset
-mIoU on the val split resized to that size (masks nearest), ignoring label 255. Median of ``--seeds`` seeds each.
+- **stanford-background**: its predefined split (572 train / 143 val), 3 seeds x 20 epochs; each side's
+  median mIoU and its spread (min..max) over seeds, and the per-seed difference recipe - baseline.
+- **fruits-nuts-coco** and **isbi2012-membrane** (18 and 30 images, too few for seeds to separate results from
+  noise): 5-fold cross-validation (segcore's fold assignment, seed 0, the same folds for both sides), 20
+  epochs, seed 0; the paired per-fold difference recipe - baseline, its median and spread (min..max). The
+  recipe passes a dataset when the median difference is >= 0.
+- Rare classes: the per-class IoU of the two classes with the smallest pixel share (median over seeds/folds).
 
-Usage: python bench/recipe_vs_baseline.py [--epochs 5] [--seeds 3] [--size 128 160] [--threads 2]
-Needs ../shared/data/stanford-background (or SEGBOARD_BENCH_DATA). Last line: JSON with both medians and
-ratio = recipe / baseline (higher is better).
+Both sides are scored by one scorer, on the final weights (no checkpoint chosen on the scored images): every
+held-out image whole, at its own resolution (padded to a multiple of 32, logits cropped back), dataset mIoU
+over labelled pixels, label 255 ignored.
+
+Baseline (what a team writes first; no segcore training code, only segcore's file readers): Unet-resnet18 from
+scratch, cross-entropy, Adam 1e-3 with per-step cosine decay to 0, random 256x256 crops (smaller images
+padded: pixels 0, mask ignored) + horizontal flips, batch 8, fp32. The ``baseline`` recipe is the same loop.
+Recipe: ``segcore/recipes/<--recipe>.yaml`` with only its ``data`` section pointed at the dataset (classes,
+source, split), its ``auto`` values resolved for the training split by ``segcore.data.policy`` and trained by
+``segcore.fit``. fit's own validation sees a single held-out image (validation every ``epochs`` epochs), so its
+checkpoint is the final model and none of its choices see the scored images.
+
+Usage:
+    python bench/recipe_vs_baseline.py --quick --datasets stanford-background   # a first look, minutes
+    python bench/recipe_vs_baseline.py                                          # the protocol (hours on a CPU)
+Options: --recipe NAME (default fast; ``--recipe baseline`` checks segcore against the hand loop), --datasets,
+--epochs, --seeds, --folds (how many of the 5 folds to run), --max-train/--max-val (subsample), --threads.
+``--quick`` = 3 epochs, 1 seed, 2 of the 5 folds, at most 64 training and 48 held-out images per run.
+Needs ../shared/data (or SEGBOARD_BENCH_DATA). Runs on the CPU; not part of the test suite.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import segmentation_models_pytorch as smp
 import torch
-from PIL import Image
+import torch.nn.functional as F
 
-from segcore.config import parse_config
+from segcore.checkpoint import load_checkpoint
+from segcore.config import CocoSource, KFoldSplit, MaskFolderSource, PredefinedSplit, parse_config
+from segcore.data.formats import SegDataset, open_dataset
+from segcore.data.policy import resolve_data_policy
+from segcore.data.splits import fold_assignment, split_ids
+from segcore.data.statistics import pixel_shares
+from segcore.data.transforms import normalization
 from segcore.metrics import MetricAccumulator
 from segcore.recipes import load_recipe
 from segcore.training import fit
 
 ROOT = Path(__file__).resolve().parents[1]
-MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
-STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+IGNORE = 255
+N_FOLDS = 5
 
 
-def _load_split(root: Path, name: str, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
-    ids = (root / "splits" / f"{name}.txt").read_text().split()
-    xs, ys = [], []
-    for i in ids:
-        img = Image.open(root / "images" / f"{i}.jpg").convert("RGB").resize((size[1], size[0]), Image.BILINEAR)
-        m = Image.open(root / "masks" / f"{i}.png").resize((size[1], size[0]), Image.NEAREST)
-        xs.append(((np.asarray(img, dtype=np.float32) / 255 - MEAN) / STD).transpose(2, 0, 1))
-        ys.append(np.asarray(m, dtype=np.int64))
-    return torch.from_numpy(np.stack(xs)), torch.from_numpy(np.stack(ys))
+@dataclass(frozen=True)
+class Bench:
+    """One shared dataset and how it is evaluated: ``seeds`` on a predefined split or k-``folds``."""
+
+    name: str
+    source: Any
+    classes: list[str]
+    protocol: str
+
+
+def _benches(data: Path) -> dict[str, Bench]:
+    sb = data / "stanford-background"
+    return {
+        b.name: b
+        for b in (
+            Bench("stanford-background", MaskFolderSource(root=str(sb), ignore_value=IGNORE),
+                  ["sky", "tree", "road", "grass", "water", "building", "mountain", "foreground object"], "seeds"),
+            Bench("fruits-nuts-coco",
+                  CocoSource(root=str(data / "fruits-nuts-coco"), annotations="trainval.json", images="images"),
+                  ["background", "date", "fig", "hazelnut"], "folds"),
+            Bench("isbi2012-membrane",
+                  MaskFolderSource(root=str(data / "isbi2012-membrane" / "train"), images="image", masks="label",
+                                   value_map={0: 0, 255: 1}),
+                  ["membrane", "cell"], "folds"),
+        )
+    }
+
+
+def _subsample(ids: list[str], n: int | None) -> list[str]:
+    if n is None or len(ids) <= n:
+        return ids
+    return [ids[k] for k in np.linspace(0, len(ids) - 1, n).round().astype(int)]
+
+
+# ------------------------------------------------------------------ the one scorer
 
 
 @torch.no_grad()
-def _miou(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def score(model: torch.nn.Module, ds: SegDataset, ids: list[str], norm: tuple[Any, Any]) -> dict[str, Any]:
+    """Dataset mIoU and per-class IoU of ``model`` on whole images at their own resolution."""
     model.eval()
-    acc = MetricAccumulator(task="multiclass", num_classes=8, ignore_index=255, device="cpu")
-    for i in range(0, len(x), 16):
-        acc.update(model(x[i : i + 16]), y[i : i + 16])
-    return float(acc.compute()["miou"])
+    mean, std = (torch.tensor(v, dtype=torch.float32).view(1, 3, 1, 1) for v in norm)
+    acc = MetricAccumulator(task="multiclass", num_classes=ds.num_classes, ignore_index=IGNORE, device="cpu")
+    for i in ids:
+        x = torch.from_numpy(np.array(ds.load_image(i))).permute(2, 0, 1)[None].float() / 255
+        x = (x - mean) / std
+        h, w = x.shape[-2:]
+        x = F.pad(x, (0, (-w) % 32, 0, (-h) % 32), mode="reflect")
+        logits = model(x)[..., :h, :w]
+        acc.update(logits, torch.from_numpy(ds.load_mask(i).astype(np.int64))[None])
+    out = acc.compute()
+    return {"miou": out["miou"], "iou": out["per_class"]["iou"]}
 
 
-def baseline(x, y, xv, yv, *, epochs: int, seed: int, batch: int, crop: tuple[int, int]) -> float:
+# ------------------------------------------------------------------ the two sides
+
+
+def _random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
+    h, w = mask.shape
+    ph, pw = max(0, size - h), max(0, size - w)
+    if ph or pw:
+        image = np.pad(image, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2), (0, 0)))
+        mask = np.pad(mask, ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2)), constant_values=IGNORE)
+        h, w = mask.shape
+    top, left = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
+    image, mask = image[top : top + size, left : left + size], mask[top : top + size, left : left + size]
+    if rng.random() < 0.5:
+        image, mask = image[:, ::-1], mask[:, ::-1]
+    return image, mask
+
+
+def baseline(ds: SegDataset, train_ids: list[str], *, epochs: int, seed: int, batch: int = 8,
+             crop: int = 256) -> torch.nn.Module:
+    """The hand loop; returns the final model."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    model = smp.Unet("resnet18", encoder_weights=None, classes=8)
+    data = [(ds.load_image(i), ds.load_mask(i)) for i in train_ids]
+    mean, std = (np.array(v, dtype=np.float32) for v in IMAGENET)
+    model = smp.Unet("resnet18", encoder_weights=None, classes=ds.num_classes)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    steps = epochs * (len(x) // batch)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps)
-    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=255)
-    h, w = x.shape[-2:]
+    steps = max(1, len(data) // batch)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
+    loss_fn = torch.nn.CrossEntropyLoss(ignore_index=IGNORE)
     for _ in range(epochs):
         model.train()
-        order = rng.permutation(len(x))
-        for b in range(len(x) // batch):
-            idx = order[b * batch : (b + 1) * batch]
-            top, left = rng.integers(0, h - crop[0] + 1), rng.integers(0, w - crop[1] + 1)
-            xb = x[idx, :, top : top + crop[0], left : left + crop[1]]
-            yb = y[idx, top : top + crop[0], left : left + crop[1]]
-            if rng.random() < 0.5:
-                xb, yb = xb.flip(-1), yb.flip(-1)
+        order = rng.permutation(len(data))
+        for b in range(steps):
+            pairs = [_random_crop(*data[k], crop, rng) for k in order[b * batch : (b + 1) * batch]]
+            x = np.stack([((im.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1) for im, _ in pairs])
+            y = np.stack([m.astype(np.int64) for _, m in pairs])
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(xb), yb).backward()
+            loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
             opt.step()
             sched.step()
-    return _miou(model, xv, yv)
+    return model
 
 
-def recipe(data_root: Path, xv, yv, *, epochs: int, seed: int, size: tuple[int, int]) -> float:
-    cfg = load_recipe("fast").to_dict()
-    cfg["data"]["source"]["root"] = str(data_root)
-    cfg["data"]["image_size"] = list(size)
-    cfg["training"].update(epochs=epochs, seed=seed)
-    with tempfile.TemporaryDirectory() as wd:
-        res = fit(parse_config(cfg), wd, write_val_store=False)
-        return float(res.last_metrics["miou"])
+def recipe(name: str, bench: Bench, ds: SegDataset, train_ids: list[str], held_out: list[str], *, epochs: int,
+           seed: int, workdir: Path) -> tuple[torch.nn.Module, tuple[Any, Any], dict[str, Any]]:
+    """Train the recipe through segcore.fit; returns its final model, its normalisation and its data policy."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "train.txt").write_text("\n".join(train_ids))
+    (workdir / "val.txt").write_text(held_out[0])  # fit validates once, on one image: the score is ours
+    cfg = load_recipe(name).to_dict()
+    cfg["data"].update(source=bench.source.model_dump(mode="json"), classes=bench.classes, fingerprint=None,
+                       split=PredefinedSplit(train=str(workdir / "train.txt"), val=str(workdir / "val.txt"))
+                       .model_dump(mode="json"))
+    cfg["training"].update(epochs=epochs, seed=seed, early_stopping_patience=None)
+    cfg["evaluation"]["every"] = epochs
+    resolved, policy = resolve_data_policy(parse_config(cfg), ds, train_ids)
+    res = fit(resolved, workdir / "run", write_val_store=False)
+    model = load_checkpoint(res.best_checkpoint).model  # the only validated epoch: the last
+    return model, normalization(resolved), policy.model_dump(mode="json")
+
+
+# ------------------------------------------------------------------ the protocol
+
+
+def _runs(bench: Bench, ds: SegDataset, args: argparse.Namespace) -> list[tuple[str, int, list[str], list[str]]]:
+    """``(label, seed, train_ids, held_out_ids)`` of each paired run."""
+    if bench.protocol == "seeds":
+        train, val = split_ids(ds, PredefinedSplit())
+        train, val = _subsample(train, args.max_train), _subsample(val, args.max_val)
+        return [(f"seed {s}", s, train, val) for s in range(args.seeds)]
+    folds = fold_assignment(ds, KFoldSplit(n_folds=N_FOLDS, seed=0))
+    out = []
+    for f in range(min(args.folds, N_FOLDS)):
+        train = sorted(i for i, k in folds.items() if k != f)
+        val = sorted(i for i, k in folds.items() if k == f)
+        out.append((f"fold {f}", 0, _subsample(train, args.max_train), _subsample(val, args.max_val)))
+    return out
+
+
+def _spread(v: list[float]) -> str:
+    return f"{statistics.median(v):.4f} ({min(v):.4f}..{max(v):.4f})" if v else "-"
+
+
+def run_bench(bench: Bench, args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
+    ds = open_dataset(bench.source, classes=bench.classes, task="multiclass", ignore_index=IGNORE)
+    shares = pixel_shares(ds)
+    rarest = [int(k) for k in np.argsort(shares)[: min(2, ds.num_classes)]]
+    rows = []
+    for label, seed, train, held_out in _runs(bench, ds, args):
+        t0 = time.perf_counter()
+        base = score(baseline(ds, train, epochs=args.epochs, seed=seed), ds, held_out, IMAGENET)
+        t1 = time.perf_counter()
+        model, norm, policy = recipe(args.recipe, bench, ds, train, held_out, epochs=args.epochs, seed=seed,
+                                     workdir=tmp / bench.name / label.replace(" ", "-"))
+        rec = score(model, ds, held_out, norm)
+        t2 = time.perf_counter()
+        rows.append({"run": label, "train": len(train), "held_out": len(held_out), "baseline": base, "recipe": rec,
+                     "diff": rec["miou"] - base["miou"], "crop": policy["crop_size"],
+                     "seconds": {"baseline": round(t1 - t0), "recipe": round(t2 - t1)}})
+        print(f"{bench.name} {label}: baseline {base['miou']:.4f} ({t1 - t0:.0f} s), recipe {rec['miou']:.4f} "
+              f"({t2 - t1:.0f} s, crop {policy['crop_size']})", flush=True)
+    diffs = [r["diff"] for r in rows]
+    rare = {}
+    for k in rarest:  # median over the runs whose held-out images contain the class
+        rare[bench.classes[k]] = {
+            side: statistics.median(v) if (v := [r[side]["iou"][k] for r in rows if r[side]["iou"][k] is not None])
+            else None
+            for side in ("baseline", "recipe")
+        }
+    return {
+        "dataset": bench.name, "protocol": bench.protocol, "runs": rows,
+        "baseline_median": statistics.median(r["baseline"]["miou"] for r in rows),
+        "recipe_median": statistics.median(r["recipe"]["miou"] for r in rows),
+        "diff_median": statistics.median(diffs), "diff_min": min(diffs), "diff_max": max(diffs),
+        "passes": statistics.median(diffs) >= 0, "rarest_classes_iou": rare,
+        "class_shares": dict(zip(bench.classes, (round(float(s), 4) for s in shares))),
+    }
+
+
+def _iou(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
+def _table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
+    head = (f"recipe '{args.recipe}' vs hand baseline, {args.epochs} epochs, full-resolution dataset mIoU "
+            f"(median (min..max))")
+    lines = [head, "", "| dataset | runs | baseline | recipe | recipe - baseline | passes | rarest classes IoU "
+             "(baseline -> recipe) |", "|---|---|---|---|---|---|---|"]
+    for r in results:
+        rare = ", ".join(f"{c} {_iou(v['baseline'])} -> {_iou(v['recipe'])}"
+                         for c, v in r["rarest_classes_iou"].items())
+        runs = r["runs"]
+        lines.append(
+            f"| {r['dataset']} | {len(runs)} {'seed' if r['protocol'] == 'seeds' else 'fold'}(s) | "
+            f"{_spread([x['baseline']['miou'] for x in runs])} | {_spread([x['recipe']['miou'] for x in runs])} | "
+            f"{_spread([x['diff'] for x in runs])} | {'yes' if r['passes'] else 'no'} | {rare} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--size", type=int, nargs=2, default=(128, 160))
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="3 epochs, 1 seed, 2 folds, <= 64 train / 48 held-out")
+    ap.add_argument("--recipe", default="fast")
+    ap.add_argument("--datasets", nargs="+", default=None, help="default: all three")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--seeds", type=int, default=None)
+    ap.add_argument("--folds", type=int, default=None, help=f"how many of the {N_FOLDS} folds to run")
+    ap.add_argument("--max-train", type=int, default=None)
+    ap.add_argument("--max-val", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--only", choices=["baseline", "recipe"], default=None)
+    ap.add_argument("--data", default=os.environ.get("SEGBOARD_BENCH_DATA") or str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
+    defaults = (3, 1, 2, 64, 48) if args.quick else (20, 3, N_FOLDS, None, None)
+    for key, value in zip(("epochs", "seeds", "folds", "max_train", "max_val"), defaults):
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     torch.set_num_threads(args.threads)
-    size = tuple(args.size)
-    root = Path(os.environ.get("SEGBOARD_BENCH_DATA") or ROOT.parent / "shared" / "data" / "stanford-background")
-    if not (root / "images").is_dir():
-        raise SystemExit(f"{root} not found: set SEGBOARD_BENCH_DATA to the stanford-background folder")
-    x, y = _load_split(root, "train", size)
-    xv, yv = _load_split(root, "val", size)
-    crop = (size[0] * 3 // 4 // 32 * 32, size[1] * 3 // 4 // 32 * 32)
-    base, rec = [], []
-    for seed in range(args.seeds):
-        if args.only != "recipe":
-            t0 = time.perf_counter()
-            base.append(baseline(x, y, xv, yv, epochs=args.epochs, seed=seed, batch=8, crop=crop))
-            print(f"seed {seed}: baseline mIoU {base[-1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-        if args.only != "baseline":
-            t0 = time.perf_counter()
-            rec.append(recipe(root, xv, yv, epochs=args.epochs, seed=seed, size=size))
-            print(f"seed {seed}: recipe mIoU {rec[-1]:.4f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    med = lambda v: statistics.median(v) if v else math.nan  # noqa: E731
-    out = {
-        "epochs": args.epochs,
-        "size": list(size),
-        "seeds": args.seeds,
-        "baseline_miou": [round(v, 4) for v in base],
-        "recipe_miou": [round(v, 4) for v in rec],
-        "baseline_median": round(med(base), 4),
-        "recipe_median": round(med(rec), 4),
-        "ratio": round(med(rec) / med(base), 4) if base and rec else None,
-    }
-    print(json.dumps(out))
+    benches = _benches(Path(args.data))
+    names = args.datasets or list(benches)
+    unknown = [n for n in names if n not in benches]
+    if unknown:
+        raise SystemExit(f"unknown dataset(s) {unknown}; choose from {', '.join(benches)}")
+    missing = [n for n in names if not Path(benches[n].source.root).is_dir()]
+    if missing:
+        raise SystemExit(f"{missing} not found under {args.data}: set SEGBOARD_BENCH_DATA to the shared data folder")
+    with tempfile.TemporaryDirectory() as tmp:
+        results = [run_bench(benches[n], args, Path(tmp)) for n in names]
+    print()
+    print(_table(results, args))
+    print(json.dumps({"recipe": args.recipe, "epochs": args.epochs, "quick": args.quick, "results": results}))
 
 
 if __name__ == "__main__":
