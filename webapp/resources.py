@@ -330,6 +330,6 @@ def run_tags(dataset_id: int | None = None) -> list[str]:
 @cached(ttl=10)
 def correlation(dataset_id: int) -> Any:
     """How each validation metric kind tracks the public score on a dataset."""
-    from worker.services import leaderboard as svc
+    from worker.services import public_scores
 
-    return read(svc.correlation, dataset_id=dataset_id)
+    return read(public_scores.correlation, dataset_id=dataset_id)

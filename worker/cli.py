@@ -61,7 +61,7 @@ def _factory(settings: Any) -> Any:
 def _broker_url(settings: Any) -> str | None:
     if settings.redis_url:
         return str(settings.redis_url)
-    from worker.embedded import embedded_broker_url
+    from worker.queue.embedded import embedded_broker_url
 
     return embedded_broker_url(settings)
 
@@ -73,7 +73,7 @@ def _submit(settings: Any, factory: Any, work: Any, *, queued: Any) -> tuple[Any
     url = _broker_url(settings)
     app = None
     if url is not None:
-        from worker.celery_app import make_celery
+        from worker.queue.celery_app import make_celery
 
         app = make_celery(settings, broker_url=url)
     try:
@@ -118,13 +118,13 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from worker.embedded import run_up
+    from worker.queue.embedded import run_up
 
     return run_up(_settings(args), gpus=args.gpus, ddp=args.ddp, webapp=not args.no_webapp, port=args.port)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.process import parse_devices, run_worker
+    from worker.execution.process import parse_devices, run_worker
 
     from worker.artifacts import Artifacts
 
@@ -141,8 +141,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_reaper(args: argparse.Namespace) -> int:
-    from worker.celery_app import make_celery
-    from worker.reaper import Reaper
+    from worker.queue.celery_app import make_celery
+    from worker.queue.reaper import Reaper
 
     settings = _settings(args)
     url = _broker_url(settings)

@@ -14,6 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from segcore.config import TaskType
 from worker.db.models import (
     EnsembleMethod,
     ExpansionKind,
@@ -23,7 +24,6 @@ from worker.db.models import (
     MemberRole,
     RunStatus,
     SourceKind,
-    TaskKind,
     WorkerStatus,
 )
 
@@ -90,7 +90,7 @@ class DatasetRead(_Read):
     name: str
     source: dict[str, Any]
     classes: list[str]
-    task: TaskKind
+    task: TaskType
     ignore_index: int
     fingerprint: str | None
     report: dict[str, Any]

@@ -52,7 +52,7 @@ def env(tmp_path, monkeypatch) -> dict[str, Any]:
 @pytest.fixture
 def published(monkeypatch) -> list[dict[str, Any]]:
     """Replace the send-to-broker step; each call's run and job ids are recorded."""
-    from worker import dispatch
+    from worker.queue import dispatch
 
     calls: list[dict[str, Any]] = []
 

@@ -87,7 +87,7 @@ def test_a_worker_that_disappeared_is_reported(seeded, ui):
 
 
 def test_broker_down_is_a_warning_not_a_traceback(seeded, ui, monkeypatch):
-    from worker import dispatch
+    from worker.queue import dispatch
 
     def down(*a, **k):
         raise ConnectionRefusedError(111, "Connection refused")

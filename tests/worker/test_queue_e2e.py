@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 
-from worker.celery_app import make_celery
+from worker.queue.celery_app import make_celery
 from worker.db.models import EpochMetric, Run, RunGroup, RunLog, RunStatus, WorkerNode, WorkerStatus
 from worker.db.session import session_scope
-from worker.dispatch import publish
+from worker.queue.dispatch import publish
 from worker.services import lifecycle
 from worker.services.experiments import create_experiment
 
@@ -153,7 +153,7 @@ def test_submit_to_success_with_progress_checkpoint_and_probabilities(stack: Sta
 
 
 def test_cancel_stops_a_running_training(stack: Stack, q_dataset: dict[str, Any]) -> None:
-    from worker.dispatch import waiting_in_broker
+    from worker.queue.dispatch import waiting_in_broker
 
     run_id = stack.submit(tiny_config(q_dataset, epochs=200))
     stack.wait_status(run_id, {RunStatus.RUNNING})

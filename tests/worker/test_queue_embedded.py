@@ -18,7 +18,7 @@ import yaml
 
 from worker.db.models import Run, RunLog, RunStatus
 from worker.db.session import make_engine, make_session_factory, session_scope
-from worker.embedded import find_redis_server
+from worker.queue.embedded import find_redis_server
 
 from .queue_fixtures import REPO, q_dataset, tiny_config, wait_for  # noqa: F401
 

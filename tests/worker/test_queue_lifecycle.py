@@ -190,9 +190,9 @@ def test_publication_and_stale_messages(factory: Any) -> None:
 
 def test_devices_and_per_child_binding(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--gpus 0,1` gives two pool children, the second bound to GPU 1 and registered as such."""
-    from worker.celery_app import make_celery
+    from worker.queue.celery_app import make_celery
     from worker.db.models import WorkerNode
-    from worker.process import _make_context, parse_devices
+    from worker.execution.process import _make_context, parse_devices
 
     assert parse_devices(None) == parse_devices("cpu") == ["cpu"]
     assert parse_devices("0, 1") == ["cuda:0", "cuda:1"]
@@ -221,8 +221,8 @@ def test_devices_and_per_child_binding(tmp_path: Path, monkeypatch: pytest.Monke
 
 def test_ddp_worker_binds_one_child_to_all_its_gpus(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """`--gpus 0,2 --ddp` gives one pool child that sees both GPUs and passes them to fit as devices."""
-    from worker.celery_app import make_celery
-    from worker.process import _make_context, parse_devices
+    from worker.queue.celery_app import make_celery
+    from worker.execution.process import _make_context, parse_devices
 
     assert parse_devices("0,2", ddp=True) == ["cuda:0,2"]
     for bad in (None, "cpu", "1"):
@@ -267,7 +267,7 @@ def test_a_run_that_keeps_killing_its_worker_fails_with_the_reason(factory: Any)
 
 def test_a_training_stuck_after_a_cancel_is_ended(tmp_path: Path) -> None:
     """The heartbeat thread marks the run cancelled and ends the process when no step comes."""
-    from worker.runner import LeaseKeeper, WorkerContext
+    from worker.execution.context import LeaseKeeper, WorkerContext
 
     settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 's.db'}", redis_url=None,
                              heartbeat_s=0.2, lease_s=1.0)

@@ -52,8 +52,8 @@ def test_two_machines_share_an_s3_artifact_root(
     factory = migrated(box_a)
     bucket_fs = fsspec.filesystem("s3", **s3_server.options)
 
-    from worker.celery_app import make_celery
-    from worker.dispatch import publish
+    from worker.queue.celery_app import make_celery
+    from worker.queue.dispatch import publish
     from worker.services.datasets import register_dataset
     from worker.services.experiments import create_experiment
 

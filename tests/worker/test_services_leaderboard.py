@@ -12,7 +12,7 @@ from worker.db.base import utcnow
 from worker.db.models import METRIC_KINDS, Experiment, Run, RunGroup, RunStatus, Submission
 from worker.errors import InvalidInput, NotFound
 from worker.schemas import RowKind
-from worker.services import ensembles, experiments, groups, leaderboard, members, pseudo, submissions
+from worker.services import ensembles, experiments, groups, leaderboard, members, pseudo, public_scores, submissions
 
 
 @pytest.fixture
@@ -231,7 +231,7 @@ def test_correlation_on_known_points(any_session, config_dict, seed):
         seed.finish(s, run_id, seed.metrics(xi, dice=1.0 - xi, dice_per_image=None))
         sub = submissions.create_submission(s, actor=None, run_id=run_id)
         submissions.record_public_score(s, actor=None, submission_id=sub.id, score=yi)
-    report = leaderboard.correlation(s, dataset_id=ds)
+    report = public_scores.correlation(s, dataset_id=ds)
     miou = report.metrics["miou"]
     assert miou.n == 5 and [p.val for p in miou.points] == pytest.approx(x)
     assert miou.pearson == pytest.approx(np.corrcoef(x, y)[0, 1])
@@ -253,16 +253,16 @@ def test_correlation_needs_three_points_and_a_known_dataset(session, config_dict
         seed.finish(session, run_id, seed.metrics(0.5 + i / 10))
         sub = submissions.create_submission(session, actor=None, run_id=run_id)
         submissions.record_public_score(session, actor=None, submission_id=sub.id, score=0.4 + i / 10)
-    report = leaderboard.correlation(session, dataset_id=ds, metrics=["miou"])
+    report = public_scores.correlation(session, dataset_id=ds, metrics=["miou"])
     assert report.metrics["miou"].n == 2 and report.metrics["miou"].pearson is None
     with pytest.raises(NotFound):
-        leaderboard.correlation(session, dataset_id=ds + 5)
+        public_scores.correlation(session, dataset_id=ds + 5)
     with pytest.raises(InvalidInput, match="unknown metric"):
-        leaderboard.correlation(session, dataset_id=ds, metrics=["loss"])
+        public_scores.correlation(session, dataset_id=ds, metrics=["loss"])
 
 
 def test_correlation_uses_group_oof_and_ensemble_metrics(any_session, board):
-    report = leaderboard.correlation(any_session, dataset_id=board["ds"])
+    report = public_scores.correlation(any_session, dataset_id=board["ds"])
     points = {(p.kind.value, p.id): p for p in report.metrics["miou"].points}
     assert points[("group", board["group"])].val == pytest.approx(0.63)
     assert points[("ensemble", board["e"])].val == pytest.approx(0.72)

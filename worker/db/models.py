@@ -14,9 +14,11 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from segcore.config import TaskType
 from worker.db.base import Base, MetricsJSON, enum_column_type, utcnow
 
 __all__ = [
+    "QueueState",
     "MemberRole",
     "RunStatus",
     "JobStatus",
@@ -27,7 +29,6 @@ __all__ = [
     "SourceKind",
     "WorkerStatus",
     "LogLevel",
-    "TaskKind",
     "METRIC_KINDS",
     "Member",
     "Dataset",
@@ -136,13 +137,6 @@ class LogLevel(str, enum.Enum):
     ERROR = "error"
 
 
-class TaskKind(str, enum.Enum):
-    """Segmentation task type (mirrors ``segcore.config.TaskType``)."""
-
-    MULTICLASS = "multiclass"
-    MULTILABEL = "multilabel"
-
-
 def _fk(target: str, *, ondelete: str | None = None) -> sa.ForeignKey:
     return sa.ForeignKey(target, ondelete=ondelete)
 
@@ -168,7 +162,7 @@ class Dataset(Base):
     name: Mapped[str] = mapped_column(sa.String(200), unique=True)
     source: Mapped[dict[str, Any]]
     classes: Mapped[list[Any]]
-    task: Mapped[TaskKind] = mapped_column(enum_column_type(TaskKind), default=TaskKind.MULTICLASS)
+    task: Mapped[TaskType] = mapped_column(enum_column_type(TaskType), default=TaskType.MULTICLASS)
     ignore_index: Mapped[int] = mapped_column(default=255)
     fingerprint: Mapped[str | None] = mapped_column(sa.String(128))
     report: Mapped[dict[str, Any]]
@@ -224,7 +218,28 @@ class RunGroup(Base):
     experiment: Mapped[Experiment] = relationship(back_populates="groups")
 
 
-class Run(Base):
+class QueueState:
+    """The queue state a run and a job share; only :mod:`worker.services.lifecycle` changes it.
+
+    A claim is ``(worker_name, claimed_at)``; the holder renews ``lease_expires_at`` by heartbeat.
+    """
+
+    status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.QUEUED)
+    priority: Mapped[int] = mapped_column(default=0)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    attempt: Mapped[int] = mapped_column(default=0)
+    worker_name: Mapped[str | None] = mapped_column(sa.String(200))
+    device: Mapped[str | None] = mapped_column(sa.String(64))
+    claimed_at: Mapped[dt.datetime | None]
+    lease_expires_at: Mapped[dt.datetime | None]
+    heartbeat_at: Mapped[dt.datetime | None]
+    published_at: Mapped[dt.datetime | None]
+    queued_at: Mapped[dt.datetime | None]
+    started_at: Mapped[dt.datetime | None]
+    finished_at: Mapped[dt.datetime | None]
+
+
+class Run(QueueState, Base):
     """One training: one config, one fold, one seed. Its row is the source of truth of its state."""
 
     __tablename__ = "runs"
@@ -247,20 +262,6 @@ class Run(Base):
     encoder: Mapped[str] = mapped_column(sa.String(128))
     fold: Mapped[int | None]
     seed: Mapped[int] = mapped_column(default=0)
-
-    status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.QUEUED)
-    priority: Mapped[int] = mapped_column(default=0)
-    cancel_requested: Mapped[bool] = mapped_column(default=False)
-    attempt: Mapped[int] = mapped_column(default=0)
-    worker_name: Mapped[str | None] = mapped_column(sa.String(200))
-    device: Mapped[str | None] = mapped_column(sa.String(64))
-    claimed_at: Mapped[dt.datetime | None]
-    lease_expires_at: Mapped[dt.datetime | None]
-    heartbeat_at: Mapped[dt.datetime | None]
-    published_at: Mapped[dt.datetime | None]
-    queued_at: Mapped[dt.datetime | None]
-    started_at: Mapped[dt.datetime | None]
-    finished_at: Mapped[dt.datetime | None]
 
     current_epoch: Mapped[int | None]
     total_epochs: Mapped[int | None]
@@ -406,7 +407,7 @@ class WorkerNode(Base):
     last_seen_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
-class Job(Base):
+class Job(QueueState, Base):
     """Non-training work (predict, evaluate, ensemble, pseudo, dataset import, submission).
 
     Claimed like a run: one atomic update queued -> running with a lease renewed by heartbeat.
@@ -422,22 +423,9 @@ class Job(Base):
     kind: Mapped[JobKind] = mapped_column(enum_column_type(JobKind))
     # e.g. {"run_ids": [..], "ensemble_id": 3}
     target: Mapped[dict[str, Any]]
-    status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.QUEUED)
-    priority: Mapped[int] = mapped_column(default=0)
     params: Mapped[dict[str, Any]] = mapped_column(default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON())
     error_message: Mapped[str | None] = mapped_column(sa.Text)
-    cancel_requested: Mapped[bool] = mapped_column(default=False)
-    attempt: Mapped[int] = mapped_column(default=0)
-    worker_name: Mapped[str | None] = mapped_column(sa.String(200))
-    device: Mapped[str | None] = mapped_column(sa.String(64))
-    claimed_at: Mapped[dt.datetime | None]
-    lease_expires_at: Mapped[dt.datetime | None]
-    heartbeat_at: Mapped[dt.datetime | None]
-    published_at: Mapped[dt.datetime | None]
-    queued_at: Mapped[dt.datetime | None]
-    started_at: Mapped[dt.datetime | None]
-    finished_at: Mapped[dt.datetime | None]
     created_by: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from segcore.config import DatasetSource, TaskType, format_validation_error
 from segcore.errors import DatasetError
 from worker.artifacts import Artifacts, local_source, open_local_dataset
-from worker.db.models import Dataset, TaskKind
+from worker.db.models import Dataset
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import DatasetRead
 from worker.services._common import check_actor, get_or_raise
@@ -113,7 +113,7 @@ def register_dataset(
         name=name,
         source=src.model_dump(mode="json"),
         classes=final_classes,
-        task=TaskKind(task.value),
+        task=task,
         ignore_index=ignore_index,
         fingerprint=fingerprint,
         report=report.model_dump(mode="json"),

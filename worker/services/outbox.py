@@ -2,7 +2,7 @@
 
 The database is the source of truth. A unit of work creates (or requeues) runs and jobs in one
 transaction; only after its commit are their queue messages sent, carrying ids only
-(:func:`worker.dispatch.publish`). A broker that cannot be reached is reported, never fatal: the
+(:func:`worker.queue.dispatch.publish`). A broker that cannot be reached is reported, never fatal: the
 reaper publishes queued work it finds once Redis and a worker are up.
 
 Example:
@@ -60,10 +60,10 @@ Sender = Callable[[Queued], int]
 
 
 def celery_sender(app: Any, factory: sessionmaker[Session]) -> Sender:
-    """A :data:`Sender` over a Celery app (:func:`worker.dispatch.publish`)."""
+    """A :data:`Sender` over a Celery app (:func:`worker.queue.dispatch.publish`)."""
 
     def send(queued: Queued) -> int:
-        from worker import dispatch
+        from worker.queue import dispatch
 
         return dispatch.publish(app, factory, run_ids=queued.run_ids, job_ids=queued.job_ids)
 

@@ -59,7 +59,7 @@ def artifacts(settings: Settings) -> Artifacts:
 
 def queue_app(settings: Settings) -> Any:
     """The Celery app of ``settings``, used only to send messages (connects on first send)."""
-    from worker.celery_app import make_celery
+    from worker.queue.celery_app import make_celery
 
     return make_celery(settings)
 

@@ -22,14 +22,15 @@ from typing import Any
 from worker.artifacts import open_local_dataset
 from worker.db.models import Job, JobKind, LogLevel
 from worker.db.session import session_scope
-from worker.job_handlers import (
+from worker.execution.handlers import (
     ensemble_job,
     evaluate_job,
     predict_job,
     pseudo_job,
     submission_job,
 )
-from worker.runner import LeaseKeeper, WorkerContext, describe_error
+from worker.execution.context import LeaseKeeper, WorkerContext
+from worker.execution.runner import describe_error
 from worker.services import lifecycle
 from worker.services.lifecycle import ClaimToken, LeaseState
 

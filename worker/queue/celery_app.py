@@ -93,7 +93,7 @@ def make_celery(settings: Settings, *, broker_url: str | None = None) -> Celery:
             "no Redis URL: set SEGBOARD_REDIS_URL=redis://host:6379/0, or run `segboard up` "
             "which starts an embedded Redis"
         )
-    app = Celery("segboard", broker=url, include=["worker.tasks"], set_as_current=False)
+    app = Celery("segboard", broker=url, include=["worker.queue.tasks"], set_as_current=False)
     app.conf.update(
         task_serializer="json",
         accept_content=["json"],
@@ -134,5 +134,5 @@ def settings_of(app: Celery) -> Settings:
     """
     settings = app.conf.get("segboard_settings")
     if not isinstance(settings, Settings):
-        raise RuntimeError("this Celery app was not built by worker.celery_app.make_celery(settings)")
+        raise RuntimeError("this Celery app was not built by worker.queue.celery_app.make_celery(settings)")
     return settings

@@ -21,7 +21,7 @@ Targets and params:
 - ``submission``: ``{"submission_id": n}``; params ``threshold`` (multilabel), ``size`` (class
   maps): the submission file from its run's, group's or ensemble's test store; format
   ``class_map`` (``image_id,PredictionString``) or ``csv_rle`` (``image_name,class,rle``).
-- ``dataset_import``: ``{"dataset_id": n}``: the dataset's statistics (in :mod:`worker.jobs`).
+- ``dataset_import``: ``{"dataset_id": n}``: the dataset's statistics (in :mod:`worker.execution.job_runner`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from worker.artifacts import open_local_dataset
 from worker.db.models import Ensemble, PseudoRound, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.db.session import session_scope
 from worker.errors import InvalidInput, NotFound
-from worker.runner import WorkerContext
+from worker.execution.context import WorkerContext
 
 __all__ = [
     "predict_job",

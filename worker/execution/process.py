@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 from celery import Celery, signals
 
-from worker.celery_app import make_celery, settings_of
+from worker.queue.celery_app import make_celery, settings_of
 from worker.db.session import session_scope
-from worker.runner import WorkerContext
+from worker.execution.context import WorkerContext
 from worker.services import workers
 from worker.settings import Settings
 
@@ -127,7 +127,7 @@ def _make_context(app: Celery, index: int) -> WorkerContext:
 
 
 def _end_stuck_process() -> None:
-    """A training ignored a cancel or shutdown (see :class:`worker.runner.LeaseKeeper`): end this
+    """A training ignored a cancel or shutdown (see :class:`worker.execution.runner.LeaseKeeper`): end this
     pool child; Celery starts a fresh one and acknowledges or requeues the message."""
     os._exit(70)
 

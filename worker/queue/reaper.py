@@ -23,7 +23,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db.session import session_scope
-from worker.dispatch import publish, waiting_in_broker
+from worker.queue.dispatch import publish, waiting_in_broker
 from worker.services import lifecycle
 from worker.settings import Settings
 
@@ -49,7 +49,7 @@ class Reaper:
     """Runs reaper passes against one database and one broker.
 
     Args:
-        app: The Celery app (from :func:`worker.celery_app.make_celery`) to publish with.
+        app: The Celery app (from :func:`worker.queue.celery_app.make_celery`) to publish with.
         factory: Session factory of the database.
         settings: Intervals and thresholds.
     """

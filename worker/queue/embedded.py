@@ -251,11 +251,11 @@ def run_up(
     Returns:
         The exit code: 0 after a clean stop, 1 when a child process died on its own.
     """
-    from worker.celery_app import make_celery
+    from worker.queue.celery_app import make_celery
     from worker.db.migrate import upgrade
     from worker.db.session import make_engine, make_session_factory
-    from worker.process import parse_devices
-    from worker.reaper import Reaper
+    from worker.execution.process import parse_devices
+    from worker.queue.reaper import Reaper
 
     stop = stop or threading.Event()
     devices = parse_devices(gpus, ddp=ddp)
@@ -267,7 +267,7 @@ def run_up(
         )
     app_file = Path.cwd() / "webapp" / "streamlit_app.py"
     if not app_file.is_file():
-        app_file = Path(__file__).resolve().parent.parent / "webapp" / "streamlit_app.py"
+        app_file = Path(__file__).resolve().parents[2] / "webapp" / "streamlit_app.py"
     if webapp and app_file.is_file() and not _port_free(port):
         raise ValueError(f"port {port} is already in use: pass --port with a free one, or --no-webapp")
     tmp = Path(tempfile.mkdtemp(prefix="segboard-up-"))
