@@ -49,6 +49,7 @@ class _Data:
         from segcore.data.dataset import TorchSegmentationDataset, open_pseudo_labels
         from segcore.data.formats import open_dataset
         from segcore.data.mixing import CopyPaste
+        from segcore.data.policy import resolve_data_policy
         from segcore.data.splits import split_ids
         from segcore.data.transforms import build_eval_transform, build_train_transform, normalization
 
@@ -65,6 +66,11 @@ class _Data:
         self.train_ids, self.val_ids = split_ids(self.dataset, d.split)
         if not self.train_ids:
             raise DatasetError(f"the split of {d.source.root} leaves no training images; check data.split")
+        # every `auto` (crop size, class weights) fixed once from the training split; the run trains with,
+        # stores and shows this resolved config
+        cfg, self.policy = resolve_data_policy(cfg, self.dataset, self.train_ids)
+        self.cfg = cfg
+        d = cfg.data
         pseudo = (
             open_pseudo_labels(
                 d.pseudo_labels, classes=d.classes, task=d.task, ignore_index=d.ignore_index,
@@ -85,7 +91,8 @@ class _Data:
         )
         self.val_ds = TorchSegmentationDataset(self.dataset, self.val_ids, build_eval_transform(cfg, normalize=False),
                                                keep_uint8=True)
-        self.fixed_size = d.crop_size is not None or d.image_size is not None
+        self.fixed_size = d.crop_size is not None or d.image_size is not None  # training batches share a size
+        self.val_batchable = d.image_size is not None  # validation runs on whole images at their own size
         self.mean, self.std = normalization(cfg)
 
     def check_batchable(self, batch_size: int) -> None:
@@ -234,6 +241,7 @@ def fit_rank(
     seed_everything(tc.seed)
 
     data = _Data(cfg, Path(dataset_root) if dataset_root else None)
+    cfg = data.cfg
     data.check_batchable(tc.batch_size)
     per_rank = math.ceil(len(data.train_ds) / d.world)
     full = per_rank >= tc.batch_size
@@ -253,6 +261,7 @@ def fit_rank(
     if d.is_main:
         workdir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(workdir / "config.json", cfg.to_json())
+        atomic_write_text(workdir / "data_policy.json", data.policy.model_dump_json(indent=2))
         if progress.epoch == 0:
             metrics_log.unlink(missing_ok=True)
         else:
@@ -265,7 +274,7 @@ def fit_rank(
                                         device=rt.device, drop_last=full), rt, data.mean, data.std)
     val_feed = DeviceFeed(
         make_loader(data.val_ds, sampler=ShardSampler(len(data.val_ds), rank=d.rank, world=d.world),
-                    batch_size=tc.batch_size if data.fixed_size else 1, workers=workers, device=rt.device),
+                    batch_size=tc.batch_size if data.val_batchable else 1, workers=workers, device=rt.device),
         rt, data.mean, data.std,
     )
     dispatch(cbs, "on_train_start", {
@@ -273,6 +282,7 @@ def fit_rank(
         "device": str(rt.device), "precision": rt.precision_name, "channels_last": rt.channels_last,
         "start_epoch": progress.epoch + 1, "world_size": d.world, "global_batch": tc.batch_size * d.world,
         "num_workers": workers, "compile": tc.compile,
+        "crop_size": list(data.policy.crop_size) if data.policy.crop_size else None, "crop_rule": data.policy.crop_rule,
     })
     if progress.report is not None:
         # the checkpoint's epoch again: a crash may have come before its line or its database record

@@ -176,3 +176,27 @@ def test_command_line_trains_and_reports(tiny_config, tmp_path):
     )
     assert bad.returncode == 2
     assert "model.arch" in bad.stderr and "UnetPlusPlus" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_auto_crop_and_weights_are_resolved_once_and_recorded(tiny_config, tmp_path):
+    cfg = tiny_config(
+        data={**tiny_config().data.model_dump(mode="json"), "crop_size": "auto",
+              "rare_class_crop": {"p": 0.5, "class_weights": "auto"}},
+        loss={"terms": [{"name": "weighted_ce", "params": {"weights": "auto"}}]},
+        training={"epochs": 1, "batch_size": 4},
+    )
+    starts = []
+
+    class Start:
+        def on_train_start(self, info):
+            starts.append(info)
+
+    result = fit(cfg, tmp_path / "run", callbacks=[Start()], write_val_store=False)
+    assert result.status == "completed"
+    stored = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert stored["data"]["crop_size"] == [64, 64]  # 64 px images: the crop never exceeds them
+    assert all(isinstance(w, float) for w in stored["loss"]["terms"][0]["params"]["weights"])
+    policy = json.loads((tmp_path / "run" / "data_policy.json").read_text())
+    assert policy["crop_size"] == [64, 64] and "auto" in policy["crop_rule"]
+    assert starts[0]["crop_size"] == [64, 64]
+    assert load_checkpoint(result.best_checkpoint).config.data.crop_size == (64, 64)
