@@ -18,7 +18,7 @@ from webapp.components.layout import empty_state, fmt_score, fmt_time, member_na
 from webapp.components.submissions import render_submissions
 from webapp.components.tables import row_key, row_label
 from webapp.errors import guard
-from worker.services.candidates import score_candidate
+from worker.services import candidates
 from worker.services.ensembles import ENSEMBLE_METHODS
 
 __all__ = ["render", "METHODS", "candidate_signature"]
@@ -176,8 +176,11 @@ def _builder() -> None:
     if st.button("Compute the candidate's validation score", type="primary", key=_k("score")):
         settings = resources.app_settings()
         with guard("Scoring the candidate") as outcome, st.spinner("Combining the stored predictions..."):
-            result = resources.read(score_candidate, members=_picked(members), method=method, weight_search=search,
-                                    dataset_root=settings.dataset_root, artifacts=resources.artifacts())
+            # the rows are read in a short transaction; the scoring runs after it closed
+            loaded = resources.read(candidates.load_candidate, members=_picked(members), method=method,
+                                    weight_search=search, dataset_root=settings.dataset_root,
+                                    artifacts=resources.artifacts())
+            result = candidates.score(loaded)
         if not outcome.failed:
             state.put(state.ENSEMBLE_CANDIDATE, {"signature": signature, "result": result})
     candidate = state.get(state.ENSEMBLE_CANDIDATE)

@@ -18,7 +18,7 @@ from webapp.components.layout import empty_state, fmt_score, fmt_time, member_na
 from webapp.components.overlays import overlay_mask, render_legend
 from webapp.components.tables import row_key, row_label
 from webapp.errors import guard
-from worker.services.candidates import preview_pseudo_round
+from worker.services import candidates
 
 __all__ = ["render", "preview_signature", "pixel_chart"]
 
@@ -231,12 +231,13 @@ def render() -> None:
             params = _thresholds(list(ds.classes))
             signature = preview_signature(key, params)
             if st.button("Preview the round", type="primary", key=_k("preview")):
-                preview_fn = preview_pseudo_round
                 with guard("Previewing the round") as outcome, st.spinner("Filtering the teacher's predictions..."):
-                    result = resources.read(preview_fn, teacher_kind=teacher["kind"], teacher_id=teacher["id"],
-                                            params=params, samples=4,
+                    # the rows are read in a short transaction; the filtering runs after it closed
+                    loaded = resources.read(candidates.load_teacher, teacher_kind=teacher["kind"],
+                                            teacher_id=teacher["id"],
                                             dataset_root=resources.app_settings().dataset_root,
                                             artifacts=resources.artifacts())
+                    result = candidates.preview_pseudo(loaded, params=params, samples=4)
                 if not outcome.failed:
                     state.put(state.PSEUDO_PREVIEW, {"signature": signature, "result": result})
             preview = state.get(state.PSEUDO_PREVIEW)

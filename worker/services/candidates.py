@@ -1,9 +1,11 @@
 """Previews computed from stored probabilities, before anything is saved or queued.
 
-- :func:`score_candidate`: the validation score of a candidate ensemble, from its members'
-  stored validation / out-of-fold probabilities, before anything is saved or queued;
-- :func:`preview_pseudo_round`: what a pseudo-label round would keep, from the teacher's stored
-  test probabilities, before the round is created.
+- :func:`load_candidate` then :func:`score` (or :func:`score_candidate` in one call): the
+  validation score of a candidate ensemble, from its members' stored validation / out-of-fold
+  probabilities, before anything is saved or queued; the score needs no session;
+- :func:`load_teacher` then :func:`preview_pseudo` (or :func:`preview_pseudo_round`): what a
+  pseudo-label round would keep, from the teacher's stored test probabilities, before the round
+  is created; the preview needs no session.
 
 Both only read: the stored probabilities come from
 :func:`worker.services.probabilities.resolve_probabilities` (``val`` for a candidate, ``test`` for
@@ -15,6 +17,7 @@ process (the web app) in seconds; nothing here runs a model.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +30,17 @@ from worker.schemas import EnsembleMember, PseudoParams
 from worker.services.ensembles import segcore_method
 from worker.services.probabilities import ResolvedProbabilities, resolve_probabilities
 
-__all__ = ["score_candidate", "preview_pseudo_round", "pseudo_filters"]
+__all__ = [
+    "Candidate",
+    "load_candidate",
+    "score",
+    "score_candidate",
+    "Teacher",
+    "load_teacher",
+    "preview_pseudo",
+    "preview_pseudo_round",
+    "pseudo_filters",
+]
 
 
 def _open_dataset(session: Session, dataset_id: int, dataset_root: str | None, artifacts: Artifacts | None) -> Any:
@@ -53,7 +66,32 @@ def _recorded(session: Session, found: ResolvedProbabilities) -> tuple[str, floa
     return f"ensemble {e.id} [{e.name}]", e.val_score
 
 
-def score_candidate(
+@dataclasses.dataclass(frozen=True)
+class Candidate:
+    """A candidate ensemble read from the database, ready to score (holds no session).
+
+    Attributes:
+        members: The parsed members, in order.
+        names: Each member's name, as shown.
+        recorded: Each member's recorded validation score (None when not recorded).
+        readers: Each member's ``val`` probabilities (see ``resolve_probabilities``).
+        method: The SegBoard method; ``weight_search`` the weight search to run.
+        dataset: segcore's ``SegDataset`` with the ground truth; ``ignore_index`` its ignore label.
+        dataset_id: The members' dataset.
+    """
+
+    members: list[EnsembleMember]
+    names: list[str]
+    recorded: list[float | None]
+    readers: list[Any]
+    method: str
+    weight_search: str
+    dataset: Any
+    ignore_index: int
+    dataset_id: int
+
+
+def load_candidate(
     session: Session,
     *,
     members: Sequence[EnsembleMember | dict[str, Any]],
@@ -62,8 +100,8 @@ def score_candidate(
     dataset_root: str | None = None,
     artifacts: Artifacts | None = None,
     actor: int | None = None,
-) -> dict[str, Any]:
-    """Score a candidate ensemble on its members' stored validation / OOF probabilities.
+) -> Candidate:
+    """Read what scoring a candidate ensemble needs; :func:`score` then runs without a session.
 
     The members' probabilities are the ``val`` split of
     :func:`worker.services.probabilities.resolve_probabilities` (ensembles may be members).
@@ -77,23 +115,14 @@ def score_candidate(
         artifacts: The artifact root, to fetch stores kept in a remote one (None: stores are local paths).
         actor: The reading member (None: the system).
 
-    Returns:
-        ``{"metric": "miou"|"dice", "score", "per_class", "weights", "n_images",
-        "members": [{"kind", "id", "name", "score", "recorded"}], "search": {...} | None}``;
-        every score is computed on the same images with the same definition.
-
     Raises:
         InvalidInput: fewer than two members, an unknown method, a member without stored
             validation probabilities, members of different datasets.
-        EnsembleError: the stores do not cover the same images or classes (e.g. single fold runs
-            of different folds: use their groups' out-of-fold stores).
     """
-    from segcore import ensemble as seg
-
     parsed = [m if isinstance(m, EnsembleMember) else EnsembleMember.model_validate(m) for m in members]
     if len(parsed) < 2:
         raise InvalidInput("pick at least two members for an ensemble")
-    seg_method = segcore_method(method)
+    segcore_method(method)
     if weight_search not in ("none", "greedy", "optimize"):
         raise InvalidInput(f"unknown weight search {weight_search!r}; use none, greedy or optimize")
     found = [resolve_probabilities(session, actor=actor, kind=m.kind, id=m.id, split="val", artifacts=artifacts)
@@ -101,25 +130,47 @@ def score_candidate(
     dataset_ids = {f.dataset_id for f in found if f.dataset_id is not None}
     if len(dataset_ids) != 1:
         raise InvalidInput(f"the members come from datasets {sorted(dataset_ids) or 'unknown'}; pick one dataset")
-    ds, dataset = _open_dataset(session, dataset_ids.pop(), dataset_root, artifacts)
-    readers = seg.check_members([f.reader for f in found])
-    weights = [m.weight for m in parsed] if method == "weighted" else None
+    dataset_id = dataset_ids.pop()
+    ds, dataset = _open_dataset(session, dataset_id, dataset_root, artifacts)
+    recorded = [_recorded(session, f) for f in found]
+    return Candidate(members=parsed, names=[r[0] for r in recorded], recorded=[r[1] for r in recorded],
+                     readers=[f.reader for f in found], method=method, weight_search=weight_search, dataset=dataset,
+                     ignore_index=ds.ignore_index, dataset_id=dataset_id)
+
+
+def score(candidate: Candidate) -> dict[str, Any]:
+    """The validation score of a loaded candidate, and each member's on the same images (no session needed).
+
+    Returns:
+        ``{"metric": "miou"|"dice", "score", "per_class", "weights", "n_images",
+        "members": [{"kind", "id", "name", "score", "recorded"}], "search": {...} | None}``;
+        every score is computed on the same images with the same definition.
+
+    Raises:
+        EnsembleError: the stores do not cover the same images or classes (e.g. single fold runs
+            of different folds: use their groups' out-of-fold stores).
+    """
+    from segcore import ensemble as seg
+
+    c = candidate
+    load_mask = c.dataset.load_mask
+    readers = seg.check_members(c.readers)
+    weights = [m.weight for m in c.members] if c.method == "weighted" else None
     search = None
-    if weight_search != "none":
-        cache = seg.SearchCache.build(readers, dataset.load_mask, ignore_index=ds.ignore_index)
-        find = seg.greedy_selection if weight_search == "greedy" else seg.optimize_weights
+    if c.weight_search != "none":
+        cache = seg.SearchCache.build(readers, load_mask, ignore_index=c.ignore_index)
+        find = seg.greedy_selection if c.weight_search == "greedy" else seg.optimize_weights
         result = find(cache)
         weights = result.weights
         search = result.to_dict()
-    scored = seg.evaluate(readers, dataset.load_mask, method=seg_method,  # type: ignore[arg-type] # a known name
-                          weights=weights, ignore_index=ds.ignore_index)
+    scored = seg.evaluate(readers, load_mask, method=segcore_method(c.method),  # type: ignore[arg-type] # known
+                          weights=weights, ignore_index=c.ignore_index)
     member_rows = []
-    for m, f, reader in zip(parsed, found, readers, strict=True):
-        name, recorded = _recorded(session, f)
-        own = seg.evaluate([reader], dataset.load_mask, ignore_index=ds.ignore_index)
+    for m, name, recorded, reader in zip(c.members, c.names, c.recorded, readers, strict=True):
+        own = seg.evaluate([reader], load_mask, ignore_index=c.ignore_index)
         member_rows.append({"kind": m.kind.value, "id": m.id, "name": name, "score": own["score"],
                             "recorded": recorded})
-    n = len(parsed)
+    n = len(c.members)
     w = list(weights) if weights is not None else [1.0 / n] * n
     total = sum(w) or 1.0
     return {
@@ -131,6 +182,11 @@ def score_candidate(
         "members": member_rows,
         "search": search,
     }
+
+
+def score_candidate(session: Session, **options: Any) -> dict[str, Any]:
+    """:func:`score` of :func:`load_candidate` (``options`` as there), in one call."""
+    return score(load_candidate(session, **options))
 
 
 def pseudo_filters(params: PseudoParams, num_classes: int, classes: Sequence[str]) -> dict[str, Any]:
@@ -152,18 +208,51 @@ def pseudo_filters(params: PseudoParams, num_classes: int, classes: Sequence[str
     }
 
 
-def preview_pseudo_round(
+@dataclasses.dataclass(frozen=True)
+class Teacher:
+    """A pseudo-label teacher read from the database: its test probabilities and dataset (no session)."""
+
+    name: str
+    dataset_id: int
+    dataset_name: str
+    classes: list[str]
+    ignore_index: int
+    reader: Any
+    dataset: Any
+
+
+def load_teacher(
     session: Session,
     *,
     teacher_kind: str,
     teacher_id: int,
-    params: PseudoParams | dict[str, Any],
-    samples: int = 4,
     dataset_root: str | None = None,
     artifacts: Artifacts | None = None,
     actor: int | None = None,
-) -> dict[str, Any]:
-    """What a pseudo-label round would produce from a teacher's stored test probabilities (writes nothing).
+) -> Teacher:
+    """Read a teacher's stored test probabilities and its dataset; :func:`preview_pseudo` runs without a session.
+
+    Raises:
+        InvalidInput: the teacher has no stored test predictions, or the dataset has no test images.
+        NotFound: the teacher does not exist.
+    """
+    try:
+        teacher = resolve_probabilities(session, actor=actor, kind=teacher_kind, id=teacher_id, split="test",
+                                        artifacts=artifacts)
+    except InvalidInput as exc:
+        raise InvalidInput(f"{exc} (Run detail: make submission; or the ensemble's prediction job), and preview "
+                           "again when it finished") from exc
+    if teacher.dataset_id is None:
+        raise InvalidInput(f"{teacher_kind} {teacher.name} is not tied to a registered dataset")
+    ds, dataset = _open_dataset(session, teacher.dataset_id, dataset_root, artifacts)
+    if not dataset.test_ids:
+        raise InvalidInput(f"dataset {ds.name} has no unlabelled test images to pseudo-label")
+    return Teacher(name=teacher.name, dataset_id=teacher.dataset_id, dataset_name=ds.name, classes=list(ds.classes),
+                   ignore_index=ds.ignore_index, reader=teacher.reader, dataset=dataset)
+
+
+def preview_pseudo(teacher: Teacher, *, params: PseudoParams | dict[str, Any], samples: int = 4) -> dict[str, Any]:
+    """What a pseudo-label round would produce from a loaded teacher (writes nothing, needs no session).
 
     Returns:
         ``{"teacher": name, "dataset_id", "report": PseudoLabelReport.to_dict(), "samples":
@@ -171,37 +260,36 @@ def preview_pseudo_round(
         pseudo-labels with filtered pixels at the dataset's ignore index.
 
     Raises:
-        InvalidInput: the teacher has no stored test predictions, or the dataset has no test images.
-        NotFound: the teacher does not exist.
+        InvalidInput: thresholds that name unknown classes.
     """
     from segcore.pseudo import make_pseudo_labels
 
     p = params if isinstance(params, PseudoParams) else PseudoParams.model_validate(params)
-    try:
-        teacher = resolve_probabilities(session, actor=actor, kind=teacher_kind, id=teacher_id, split="test",
-                                        artifacts=artifacts)
-    except InvalidInput as exc:
-        raise InvalidInput(f"{exc} (Run detail: make submission; or the ensemble's prediction job), and preview "
-                           "again when it finished") from exc
-    name, dataset_id, reader = teacher.name, teacher.dataset_id, teacher.reader
-    if dataset_id is None:
-        raise InvalidInput(f"{teacher_kind} {name} is not tied to a registered dataset")
-    ds, dataset = _open_dataset(session, dataset_id, dataset_root, artifacts)
-    if not dataset.test_ids:
-        raise InvalidInput(f"dataset {ds.name} has no unlabelled test images to pseudo-label")
-    filters = pseudo_filters(p, len(ds.classes), ds.classes)
+    t, reader, dataset = teacher, teacher.reader, teacher.dataset
+    filters = pseudo_filters(p, len(t.classes), t.classes)
     ids = list(reader.ids)[: p.limit] if p.limit else None
-    report = make_pseudo_labels(reader, dataset.test_image_path, preview=True, ignore_index=ds.ignore_index,
+    report = make_pseudo_labels(reader, dataset.test_image_path, preview=True, ignore_index=t.ignore_index,
                                 ids=ids, **filters)
-    thresholds = np.full(len(ds.classes), p.pixel_threshold, dtype=np.float64)
-    for cname, t in (p.per_class or {}).items():
-        thresholds[ds.classes.index(cname)] = t
+    thresholds = np.full(len(t.classes), p.pixel_threshold, dtype=np.float64)
+    for cname, value in (p.per_class or {}).items():
+        thresholds[t.classes.index(cname)] = value
     out_samples = []
     for image_id in report.kept_ids[: max(samples, 0)]:
         probs = reader.read(image_id)
         labels = probs.argmax(axis=0).astype(np.uint8)
         conf = probs.max(axis=0)
-        labels[conf < thresholds[labels]] = ds.ignore_index
+        labels[conf < thresholds[labels]] = t.ignore_index
         out_samples.append({"id": image_id, "image": dataset.load_test_image(image_id), "mask": labels})
-    return {"teacher": name, "dataset_id": dataset_id, "report": report.to_dict(), "samples": out_samples,
-            "classes": list(ds.classes)}
+    return {"teacher": t.name, "dataset_id": t.dataset_id, "report": report.to_dict(), "samples": out_samples,
+            "classes": list(t.classes)}
+
+
+def preview_pseudo_round(
+    session: Session,
+    *,
+    params: PseudoParams | dict[str, Any],
+    samples: int = 4,
+    **teacher: Any,
+) -> dict[str, Any]:
+    """:func:`preview_pseudo` of :func:`load_teacher` (``teacher`` are its arguments), in one call."""
+    return preview_pseudo(load_teacher(session, **teacher), params=params, samples=samples)
