@@ -4,6 +4,7 @@
 #   2. the CUDA tests: tests/training and tests/test_metrics.py with CUDA visible (fit picks the GPU)
 #   3. scripts/gpu_ddp_smoke.py: DDP with SyncBatchNorm, world size 1 over NCCL, 2 ranks sharing the GPU
 #   4. bench/gpu_throughput.py --compile: the same with training.compile, and its warm-up
+# Wheels the GPU machine lacks: `bash scripts/gpu_wheels.sh` first, then carry .whl with the call.
 # Logs go to $OUT (or a temp folder). Without CUDA it says so and exits 0. A failing part is reported
 # and the next part still runs; the exit code counts the parts that failed.
 set -u

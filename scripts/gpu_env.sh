@@ -3,8 +3,8 @@
 #   source scripts/gpu_env.sh && python3 bench/gpu_throughput.py
 #
 # That machine has torch, torchvision, numpy, opencv, timm, ... but not smp, albumentations, pydantic and
-# pycocotools. Their cp312 wheels travel in .whl/ (git-ignored; the device call names ".whl" in carry; how
-# they were downloaded: /work/.library/device/README.md, Notes). This installs them into /tmp/site, puts
+# pycocotools. Their cp312 wheels travel in .whl/ (git-ignored; scripts/gpu_wheels.sh downloads them; the
+# call that runs this names ".whl" in what it carries). This installs them into /tmp/site, puts
 # /tmp/site and the checkout on PYTHONPATH, and prints the Python, torch, CUDA and GPU it sees.
 # Where .whl/ is missing or python3 is not 3.12 it says so and changes nothing (returns 0).
 
