@@ -346,6 +346,8 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``segboard``."""
+    from segcore.config import TaskType
+
     p = argparse.ArgumentParser(prog="segboard", description="SegBoard: training queue and leaderboard for segmentation teams")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -435,7 +437,7 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("path", help="dataset folder, or an fsspec URL (s3://bucket/data: mirrored locally first)")
     dv.add_argument("--format", required=True, choices=["coco", "mask_folder", "multilabel_json"])
     dv.add_argument("--classes", help="expected class names in index order, comma-separated")
-    dv.add_argument("--task", default="multiclass", choices=["multiclass", "multilabel"])
+    dv.add_argument("--task", default=TaskType.MULTICLASS.value, choices=[t.value for t in TaskType])
     dv.add_argument("--option", action="append", help="source option name=value, e.g. masks=labels (repeatable)")
     dv.add_argument("--quick", action="store_true", help="read file headers only, do not decode every pixel")
     dv.set_defaults(func=cmd_dataset_validate)

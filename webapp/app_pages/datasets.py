@@ -16,6 +16,7 @@ import streamlit as st
 import yaml
 
 from segcore import catalog
+from segcore.config import TaskType
 from webapp import resources, state
 from webapp.components import charts
 from webapp.components.archive import dataset_folder, extract_archive
@@ -106,7 +107,7 @@ def _register_form() -> None:
         classes_text = st.text_area("Classes in index order (optional for COCO and multilabel JSON)",
                                     key=_k("classes"), placeholder="background, sky, tree", height=68)
         c = st.columns(3)
-        task = c[0].selectbox("Task", ["multiclass", "multilabel"], index=1 if fmt == "multilabel_json" else 0,
+        task = c[0].selectbox("Task", [t.value for t in TaskType], index=1 if fmt == "multilabel_json" else 0,
                               key=_k("task"))
         ignore_index = c[1].number_input("Ignore index", min_value=0, max_value=255, value=255, key=_k("ignore"))
         check_pixels = c[2].checkbox("Decode every image and mask", value=True, key=_k("check_pixels"),
@@ -220,12 +221,12 @@ def _samples(ds: Any, dataset: Any) -> None:
         image = dataset.load_image(image_id)
         mask = dataset.load_mask(image_id)
         over = overlay_mask(image, mask, num_classes=len(ds.classes), alpha=alpha, ignore_index=ds.ignore_index,
-                            skip_background=ds.task.value == "multiclass", visible=visible)
+                            skip_background=ds.task is TaskType.MULTICLASS, visible=visible)
         c = st.columns(2)
         c[0].image(image, caption=f"{image_id} ({image.shape[1]}x{image.shape[0]})", width="stretch")
         c[1].image(over, caption="mask overlay", width="stretch")
         render_legend(ds.classes, present=classes_present(mask, len(ds.classes)),
-                      skip_background=ds.task.value == "multiclass")
+                      skip_background=ds.task is TaskType.MULTICLASS)
 
 
 def _augmentation_preview(ds: Any, dataset: Any) -> None:
@@ -242,9 +243,9 @@ def _augmentation_preview(ds: Any, dataset: Any) -> None:
         cols = st.columns(3)
         for i, (img, mask) in enumerate(samples):
             over = overlay_mask(img, mask, num_classes=len(ds.classes), alpha=0.5, ignore_index=ds.ignore_index,
-                                skip_background=ds.task.value == "multiclass")
+                                skip_background=ds.task is TaskType.MULTICLASS)
             cols[i % 3].image(over, caption=f"sample {i + 1}", width="stretch")
-        render_legend(ds.classes, skip_background=ds.task.value == "multiclass")
+        render_legend(ds.classes, skip_background=ds.task is TaskType.MULTICLASS)
 
 
 def _browse(datasets: list) -> None:

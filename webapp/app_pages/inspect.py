@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
+from segcore.config import TaskType
 from webapp import resources, state
 from webapp.components import inspection_charts as charts
 from webapp.components import links
@@ -188,7 +189,7 @@ def _headline(report: Any, target: Any) -> None:
     c[5].metric("Wrong pixels", f"{sum(report.taxonomy.totals.values()):,}")
     if parts:
         st.caption("Error taxonomy: " + " · ".join(parts))
-    if target.background is None and target.task == "multiclass":
+    if target.background is None and target.task == TaskType.MULTICLASS:
         st.caption("No background class: every error counts as a wrong class (under- and over-prediction need a "
                    "class 0 named 'background').")
 

@@ -16,7 +16,7 @@ import yaml
 from pydantic import ValidationError
 
 from segcore import catalog
-from segcore.config import ExperimentConfig, Precision
+from segcore.config import ExperimentConfig, Precision, TaskType
 from webapp import resources, state
 from webapp.components import links
 from webapp.components.forms import (
@@ -65,7 +65,7 @@ def base_config(ds: Any) -> dict[str, Any]:
         "data": {"source": copy.deepcopy(ds.source), "classes": list(ds.classes), "task": ds.task.value,
                  "ignore_index": ds.ignore_index},
         "model": {"arch": "Unet", "encoder": "resnet18", "encoder_weights": None},
-        "loss": {"terms": [{"name": "ce" if ds.task.value == "multiclass" else "bce", "weight": 0.6},
+        "loss": {"terms": [{"name": "ce" if ds.task is TaskType.MULTICLASS else "bce", "weight": 0.6},
                            {"name": "jaccard", "weight": 0.4}]},
     }
 
@@ -292,8 +292,8 @@ def _preview(ds: Any, cfg: dict[str, Any]) -> None:
         cols = st.columns(6)
         for i, (img, mask) in enumerate(samples):
             cols[i].image(overlay_mask(img, mask, num_classes=len(ds.classes), ignore_index=ds.ignore_index,
-                                       skip_background=ds.task.value == "multiclass"), width="stretch")
-        render_legend(ds.classes, skip_background=ds.task.value == "multiclass")
+                                       skip_background=ds.task is TaskType.MULTICLASS), width="stretch")
+        render_legend(ds.classes, skip_background=ds.task is TaskType.MULTICLASS)
 
 
 def _expansion(slots: dict[str, Any]) -> dict[str, Any]:

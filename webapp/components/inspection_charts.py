@@ -13,6 +13,7 @@ from typing import Any
 
 import plotly.graph_objects as go
 
+from segcore.config import TaskType
 from worker.services.inspection import COMPARISON_LEGEND, ERROR_LEGEND
 
 __all__ = [
@@ -88,7 +89,7 @@ def taxonomy_bars(taxonomy: Any) -> go.Figure:
     if classes and classes[0].under_prediction is not None:
         for key, (label, colour) in ERROR_COLOURS.items():
             fig.add_bar(name=label, x=names, y=[getattr(c, key) or 0 for c in classes], marker_color=colour)
-    elif classes and classes[0].wrong_class is not None and taxonomy.task.value == "multiclass":
+    elif classes and classes[0].wrong_class is not None and taxonomy.task == TaskType.MULTICLASS:
         label, colour = ERROR_COLOURS["wrong_class"]
         fig.add_bar(name=label, x=names, y=[c.wrong_class or 0 for c in classes], marker_color=colour)
     else:

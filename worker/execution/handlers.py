@@ -30,6 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from segcore.config import TaskType
 from worker.artifacts import open_local_dataset
 from worker.db.models import Ensemble, PseudoRound, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.db.session import session_scope
@@ -329,7 +330,7 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
     out = artifact_dir(ctx, "submissions", str(submission_id), "submission.csv")
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "class_map":
-        if reader.task != "multiclass":
+        if reader.task != TaskType.MULTICLASS:
             raise InvalidInput("a class-map submission needs a multiclass model; use the csv_rle format")
         size = tuple(int(v) for v in job.params.get("size", (256, 256)))
         rows = write_class_map_csv(out, labels(), size=size, num_classes=n)  # type: ignore[arg-type]

@@ -20,6 +20,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from segcore.config import TaskType
 from segcore.errors import DatasetError, SegcoreError
 from worker.artifacts import ArtifactError, Artifacts, open_local_dataset
 from worker.errors import InvalidInput
@@ -150,7 +151,7 @@ def _folds_of(settings: Settings, dataset: Any, config: Any, ids: Sequence[str])
 
 
 def _background(classes: Sequence[str], task: str, background: int | None | Literal["auto"]) -> int | None:
-    if task != "multiclass":
+    if task != TaskType.MULTICLASS:
         return None
     if background == "auto":
         return 0 if classes and str(classes[0]).strip().lower() in BACKGROUND_NAMES else None
