@@ -2,8 +2,9 @@
 
 The process that calls :func:`segcore.training.fit` is rank 0: it keeps the callbacks (progress,
 cancellation, the worker's lease), writes the run folder and the probability store. Ranks
-``1..world-1`` are started with ``torch.multiprocessing`` (spawn) and train the same config on
-their share of every batch; they write nothing.
+``1..world-1`` are fresh processes (``python -m segcore.training.distributed``, as torchrun starts
+its workers; a Celery prefork child may not use multiprocessing for this) that train the same config
+on their share of every batch; they write nothing but their logs, ``<workdir>/.ddp/rank-<r>.log``.
 
 - ``training.devices``: a list of CUDA indices (``[0, 1]``) or a count (``2``: the first two CUDA
   devices, or two CPU processes with ``training.device: cpu``). ``training.batch_size`` is per
@@ -23,12 +24,16 @@ Example:
 from __future__ import annotations
 
 import datetime
+import json
 import logging
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -137,13 +142,13 @@ def _watch_parent(parent: int) -> None:
         time.sleep(1.0)
 
 
-def _rank_main(index: int, spec: dict[str, Any]) -> None:
-    """Entry point of ranks 1..world-1 (``index`` counts from 0, as torch.multiprocessing passes it)."""
+def _rank_main(spec_path: str, rank: int) -> None:
+    """Entry point of ranks 1..world-1: ``python -m segcore.training.distributed SPEC RANK``."""
     from segcore.config import parse_config
     from segcore.training.loop import fit_rank
 
+    spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     threading.Thread(target=_watch_parent, args=(spec["parent"],), daemon=True).start()
-    rank = index + 1
     ctx = init_rank(rank=rank, world=spec["world"], device_type=spec["device_type"], indices=spec["indices"],
                     port=spec["port"])
     try:
@@ -153,40 +158,77 @@ def _rank_main(index: int, spec: dict[str, Any]) -> None:
         dist.destroy_process_group()
 
 
+def _last_line(log: Path) -> str:
+    try:
+        lines = [x for x in log.read_text(encoding="utf-8", errors="replace").splitlines() if x.strip()]
+    except OSError:
+        return "no log"
+    return lines[-1].strip()[:500] if lines else "no output"
+
+
+class _Ranks:
+    """The processes of ranks 1..world-1, each with its log file."""
+
+    def __init__(self, spec_path: Path, world: int, logs: Path) -> None:
+        import segcore
+
+        env = dict(os.environ)
+        home = str(Path(segcore.__file__).resolve().parent.parent)  # so `-m segcore...` imports this segcore
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (home, env.get("PYTHONPATH")) if p)
+        self.procs: list[tuple[int, subprocess.Popen[bytes], Path]] = []
+        for rank in range(1, world):
+            log = logs / f"rank-{rank}.log"
+            with log.open("wb") as out:
+                proc = subprocess.Popen([sys.executable, "-m", "segcore.training.distributed", str(spec_path),
+                                         str(rank)], env=env, stdout=out, stderr=subprocess.STDOUT)
+            self.procs.append((rank, proc, log))
+
+    def failure(self) -> str | None:
+        for rank, proc, log in self.procs:
+            rc = proc.poll()
+            if rc is not None and rc != 0:
+                return f"rank {rank} exited with code {rc}: {_last_line(log)}"
+        return None
+
+    def running(self) -> bool:
+        return any(proc.poll() is None for _, proc, _ in self.procs)
+
+    def stop(self) -> None:
+        for _, proc, _ in self.procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc, _ in self.procs:
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
 class _Watchdog(threading.Thread):
     """Rank 0's view of the other ranks: notes the first failure; ends a rank 0 that cannot notice."""
 
-    def __init__(self, context: Any) -> None:
+    def __init__(self, ranks: _Ranks) -> None:
         super().__init__(name="ddp-watchdog", daemon=True)
-        self.context = context
+        self.ranks = ranks
         self.failure: str | None = None
         self._done = threading.Event()
 
     def run(self) -> None:
-        while not self._done.is_set():
-            try:
-                if self.context.join(timeout=0.5):
-                    return  # every other rank finished cleanly
-            except Exception as exc:  # noqa: BLE001 - ProcessRaisedException / ProcessExitedException
-                self.failure = str(exc).strip()
-                log.error("a training rank failed: %s", self.failure)
-                if not self._done.wait(PEER_GRACE_S):
-                    log.error("rank 0 did not notice within %.0f s; ending the process", PEER_GRACE_S)
-                    os._exit(75)
-                return
+        while not self._done.wait(0.5):
+            failure = self.ranks.failure()
+            if failure is None:
+                continue
+            self.failure = failure
+            log.error("a training rank failed: %s", failure)
+            if not self._done.wait(PEER_GRACE_S):
+                log.error("rank 0 did not notice within %.0f s; ending the process", PEER_GRACE_S)
+                self.ranks.stop()
+                os._exit(75)
+            return
 
     def finish(self) -> None:
         self._done.set()
-
-
-def _stop(context: Any) -> None:
-    for p in context.processes:
-        if p.is_alive():
-            p.terminate()
-    for p in context.processes:
-        p.join(timeout=10)
-        if p.is_alive():
-            p.kill()
 
 
 def launch(
@@ -203,10 +245,9 @@ def launch(
     """Start ranks 1..n-1, run rank 0 here with ``run_rank0(dist_ctx)``, and return its result.
 
     Raises:
-        TrainingError: another rank failed (its error is in the message).
+        TrainingError: another rank failed (its last log line is in the message; its whole log is
+            ``<workdir>/.ddp/rank-<r>.log``).
     """
-    import torch.multiprocessing as mp
-
     world = len(indices)
     store = dist.TCPStore(_HOST, 0, world, is_master=True, timeout=datetime.timedelta(seconds=120),
                           wait_for_workers=False)
@@ -215,29 +256,40 @@ def launch(
         "device": device, "world": world, "indices": list(indices), "device_type": device_type,
         "port": store.port, "parent": os.getpid(),
     }
+    logs = Path(workdir) / ".ddp"
+    logs.mkdir(parents=True, exist_ok=True)
+    spec_path = logs / "spec.json"
+    spec_path.write_text(json.dumps(spec), encoding="utf-8")
     threads = torch.get_num_threads()
-    context = mp.start_processes(_rank_main, args=(spec,), nprocs=world - 1, join=False, start_method="spawn")
-    watchdog = _Watchdog(context)
+    ranks = _Ranks(spec_path, world, logs)
+    watchdog = _Watchdog(ranks)
     watchdog.start()
     try:
         ctx = init_rank(rank=0, world=world, device_type=device_type, indices=indices, port=store.port, store=store)
         try:
             result = run_rank0(ctx)
         except Exception as exc:
-            if watchdog.failure is not None:
-                raise TrainingError(f"a training rank failed: {watchdog.failure}") from exc
+            failure = watchdog.failure or ranks.failure()
+            if failure is not None:
+                raise TrainingError(f"a training rank failed: {failure}") from exc
             raise
         finally:
             if dist.is_initialized():
                 dist.destroy_process_group()
         if getattr(result, "status", None) == "stopped":
             return result  # the other ranks are stopped below, mid-epoch
-        while watchdog.is_alive() and watchdog.failure is None:
-            watchdog.join(timeout=0.5)
-        if watchdog.failure is not None:
-            raise TrainingError(f"a training rank failed: {watchdog.failure}")
+        deadline = time.monotonic() + 120  # they finished training with rank 0; only their exit is left
+        while ranks.running() and ranks.failure() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        failure = ranks.failure()
+        if failure is not None:
+            raise TrainingError(f"a training rank failed: {failure}")
         return result
     finally:
         watchdog.finish()
-        _stop(context)
+        ranks.stop()
         torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    _rank_main(sys.argv[1], int(sys.argv[2]))

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import json
-import multiprocessing
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -70,17 +70,30 @@ def test_two_ranks_equal_one_process_with_the_same_global_batch(tiny_config, tmp
     assert load_checkpoint(ddp.last_checkpoint).provenance["world_size"] == 2
 
 
+def _children() -> list[int]:
+    """This process's child processes (Linux /proc)."""
+    pids: list[int] = []
+    for task in Path(f"/proc/{os.getpid()}/task").iterdir():
+        pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def _rank_processes() -> list[int]:
+    return [pid for pid in _children()
+            if b"segcore.training.distributed" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+
+
 def test_a_dead_rank_fails_the_run_instead_of_hanging(tiny_config, tmp_path):
     class KillRankOne:
         def on_step(self, report):
             if report.step == 2:
-                for child in multiprocessing.active_children():
-                    os.kill(child.pid, signal.SIGKILL)
+                for pid in _rank_processes():
+                    os.kill(pid, signal.SIGKILL)
 
     cfg = _config(tiny_config, batch_size=2, devices=2, epochs=3)
-    with pytest.raises(TrainingError, match="a training rank failed"):
+    with pytest.raises(TrainingError, match="a training rank failed: rank 1 exited with code -9"):
         fit(cfg, tmp_path / "dead", callbacks=[KillRankOne()], write_val_store=False)
-    assert not multiprocessing.active_children()
+    assert not _rank_processes()
 
 
 def test_resume_continues_a_distributed_run(tiny_config, tmp_path):
@@ -93,7 +106,7 @@ def test_resume_continues_a_distributed_run(tiny_config, tmp_path):
     cfg = _config(tiny_config, batch_size=2, devices=2, epochs=2)
     first = fit(cfg, tmp_path / "run", callbacks=[StopAfterFirst()], write_val_store=False)
     assert first.status == "stopped" and first.epochs_run == 1
-    assert not multiprocessing.active_children()
+    assert not _rank_processes()
     second = fit(cfg, tmp_path / "run", resume=True, write_val_store=False)
     assert second.status == "completed" and [r.epoch for r in second.history] == [2]
     lines = (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()

@@ -284,3 +284,20 @@ def test_predict_evaluate_ensemble_and_pseudo_jobs(stack: Stack, q_dataset: dict
     assert job.status is RunStatus.FAILED and job.error_message == (
         "run 999999 does not exist any more; recreate the job without it"
     )
+
+
+def test_a_run_on_two_processes_trains_through_the_queue(stack: Stack, q_dataset: dict[str, Any]) -> None:
+    """training.devices: 2 on the CPU: the pool child is rank 0 (lease, progress, files), a spawned rank 1 helps."""
+    if "sqlite" not in stack.worker.name:
+        pytest.skip("one backend is enough: the DDP path is the same on both")
+    config = tiny_config(q_dataset, epochs=2, name="ddp")
+    config["training"]["devices"] = 2
+    run_id = stack.submit(config)
+    run = stack.wait_status(run_id, {RunStatus.SUCCEEDED, RunStatus.FAILED}, timeout=240)
+    assert run.status is RunStatus.SUCCEEDED, f"{run.error_message}\n{stack.worker.log()[-3000:]}"
+    assert any(m.startswith("DDP: 2 rank(s) over gloo") for m in stack.logs(run_id))
+    with session_scope(stack.factory) as s:
+        epochs = s.scalars(sa.select(EpochMetric.epoch).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch))
+        assert list(epochs) == [1, 2]
+    workdir = Path(stack.settings.artifact_root) / "runs" / str(run_id)
+    assert [line for line in (workdir / "metrics.jsonl").read_text().splitlines() if line.strip()].__len__() == 2
