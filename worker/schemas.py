@@ -181,6 +181,7 @@ class RunSummary(_Read):
     priority: int
     cancel_requested: bool
     attempt: int
+    lost_count: int
     arch: str
     encoder: str
     fold: int | None
@@ -336,6 +337,8 @@ class SubmissionRead(_Read):
     score_entered_by: int | None
     score_entered_at: dt.datetime | None
     note: str
+    status: RunStatus
+    error_message: str | None
     created_by: int | None
     created_at: dt.datetime
 
@@ -360,6 +363,7 @@ class EnsembleRead(_Read):
     val_metrics: dict[str, Any] | None
     member_scores: list[Any] | None
     status: RunStatus
+    error_message: str | None
     test_store: str | None
     owner_id: int | None
     note: str
@@ -392,6 +396,7 @@ class PseudoRoundRead(_Read):
     dataset_id: int | None
     parent_round_id: int | None
     status: RunStatus
+    error_message: str | None
     created_by: int | None
     created_at: dt.datetime
     student_run_ids: list[int] = Field(default_factory=list)
@@ -424,6 +429,7 @@ class JobRead(_Read):
     error_message: str | None
     cancel_requested: bool
     attempt: int
+    lost_count: int
     worker_name: str | None
     queued_at: dt.datetime | None
     started_at: dt.datetime | None

@@ -13,7 +13,7 @@ from worker.db.session import make_engine
 def _check_roundtrip(url: str) -> None:
     assert migrate.current(url) is None
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0001"
+    assert migrate.current(url) == migrate.head() == "0002"
     assert migrate.schema_differences(url) == []
     migrate.check_schema_matches(url)
     engine = make_engine(url)
@@ -57,4 +57,4 @@ def test_an_unmigrated_database_is_reported(sqlite_url):
 def test_upgrade_is_idempotent(sqlite_url):
     migrate.upgrade(sqlite_url)
     migrate.upgrade(sqlite_url)
-    assert migrate.current(sqlite_url) == "0001"
+    assert migrate.current(sqlite_url) == "0002"

@@ -64,6 +64,7 @@ def _table(runs: list, names: dict) -> None:
                  "epoch": f"{r.current_epoch or 0}/{r.total_epochs or '?'}",
                  "img/s": r.images_per_s, "ETA": fmt_duration(r.eta_s) if r.status.value == "running" else "",
                  "worker": r.worker_name or "", "device": r.device or "", "attempt": r.attempt,
+                 "workers lost": r.lost_count,
                  "queued": fmt_time(r.queued_at), "detail": links.page_url("run", run=r.id)}
                 for r in runs
             ]

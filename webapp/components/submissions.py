@@ -124,7 +124,9 @@ def render_submissions(
     if subs:
         st.dataframe(
             pd.DataFrame([{"submission": s.id, "format": s.format, "tta": "none" if not s.tta else str(s.tta),
-                           "file": s.file_path or "(being written)", "public score": s.public_score,
+                           "status": s.status.value, "error": s.error_message or "",
+                           "file": s.file_path or ("(being written)" if not s.status.is_terminal else ""),
+                           "public score": s.public_score,
                            "entered by": names.get(s.score_entered_by, "") if s.public_score is not None else "",
                            "note": s.note, "created": fmt_time(s.created_at)} for s in subs]),
             hide_index=True, width="stretch", key=_k(f"{p}.subs"),

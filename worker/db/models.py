@@ -227,7 +227,10 @@ class QueueState:
     status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.QUEUED)
     priority: Mapped[int] = mapped_column(default=0)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    # every time it went back to the queue: manual requeue, reaper requeue, shutdown release
     attempt: Mapped[int] = mapped_column(default=0)
+    # times its worker died while holding it since a person last requeued it (the reaper's rule)
+    lost_count: Mapped[int] = mapped_column(default=0)
     worker_name: Mapped[str | None] = mapped_column(sa.String(200))
     device: Mapped[str | None] = mapped_column(sa.String(64))
     claimed_at: Mapped[dt.datetime | None]
@@ -345,6 +348,9 @@ class Submission(Base):
     score_entered_by: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"))
     score_entered_at: Mapped[dt.datetime | None]
     note: Mapped[str] = mapped_column(sa.Text, default="")
+    # derived from its submission job by the lifecycle module; succeeded for a file recorded directly
+    status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.SUCCEEDED)
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
     created_by: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
@@ -365,7 +371,9 @@ class Ensemble(Base):
     val_score: Mapped[float | None]
     val_metrics: Mapped[dict[str, Any] | None] = mapped_column(MetricsJSON)
     member_scores: Mapped[list[Any] | None] = mapped_column(sa.JSON())
+    # derived from its jobs by the lifecycle module (succeeded when nothing was queued for it)
     status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.SUCCEEDED)
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
     test_store: Mapped[str | None] = mapped_column(sa.String(1024))
     owner_id: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"))
     note: Mapped[str] = mapped_column(sa.Text, default="")
@@ -387,7 +395,9 @@ class PseudoRound(Base):
     source_dataset_id: Mapped[int | None] = mapped_column(_fk("datasets.id", ondelete="SET NULL"))
     dataset_id: Mapped[int | None] = mapped_column(_fk("datasets.id", ondelete="SET NULL"))
     parent_round_id: Mapped[int | None] = mapped_column(_fk("pseudo_rounds.id", ondelete="SET NULL"))
+    # derived from its pseudo job by the lifecycle module
     status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.QUEUED)
+    error_message: Mapped[str | None] = mapped_column(sa.Text)
     created_by: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"))
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 

@@ -212,9 +212,11 @@ def save_candidate(
         return SavedCandidate(ens, None, f"ensembles {missing['ensemble']} have no test predictions yet; queue "
                                          "their prediction first, then combine this one on its page")
     if missing["run"] or missing["group"]:
-        target = {"run_ids": missing["run"]} if missing["run"] else {}
+        target: dict[str, Any] = {"run_ids": missing["run"]} if missing["run"] else {}
         if missing["group"]:
             target["group_ids"] = missing["group"]
+        # the ensemble is named in the target so that a failed prediction fails it too
+        target["ensemble_id"] = ens.id
         job = jobs.create_job(session, actor=actor, kind="predict", target=target, params={"split": "test", "tta": tta})
         named = ", ".join([f"run {i}" for i in missing["run"]] + [f"group {i}" for i in missing["group"]])
         return SavedCandidate(ens, job, f"the test prediction of {named} is queued as job {job.id}; combine them on "

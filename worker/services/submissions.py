@@ -41,7 +41,8 @@ def create_submission(
     """Record a submission of exactly one run, group or ensemble (several per source are fine).
 
     ``file_path`` may be None while the submission file is still being written by a queued job;
-    :func:`set_submission_file` fills it in.
+    :func:`set_submission_file` fills it in. Such a submission is ``queued`` and then takes its
+    status from that job (the lifecycle module copies it; a failed job fails it with the error).
 
     Raises:
         InvalidInput: not exactly one source given, or an empty format.
@@ -64,6 +65,7 @@ def create_submission(
     sub = Submission(
         run_id=run_id, group_id=group_id, ensemble_id=ensemble_id, dataset_id=dataset_id, file_path=file_path,
         format=format.strip(), tta=tta, note=note or "", created_by=actor,
+        status=RunStatus.SUCCEEDED if file_path is not None else RunStatus.QUEUED,
     )
     session.add(sub)
     session.flush()

@@ -68,6 +68,7 @@ from worker.services.lifecycle._publication import (
     publish_queued_jobs,
     reap,
     reap_jobs,
+    requeue_dead_worker,
 )
 
 __all__ = [
@@ -101,4 +102,5 @@ __all__ = [
     "pending_publication",
     "reap",
     "reap_jobs",
+    "requeue_dead_worker",
 ]

@@ -11,9 +11,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from worker.db.base import utcnow
-from worker.db.models import Job, LogLevel, Run, RunLog, RunStatus
+from worker.db.models import Ensemble, Job, JobKind, LogLevel, PseudoRound, Run, RunLog, RunStatus, Submission
 from worker.errors import NotFound
-
 
 _RUNNING = RunStatus.RUNNING
 _QUEUED = RunStatus.QUEUED
@@ -78,3 +77,43 @@ def _log(session: Session, kind: str, object_id: int, message: str, level: LogLe
     else:
         row.job_id = object_id
     session.add(row)
+
+
+# What a job works for: its owner takes the job's status (and error), so a failed job fails it.
+# (job kind, target key naming the owner, owner model, whether the owner follows every state or
+# only a failure, a cancel and a requeue: a predict job queued for an ensemble's members leaves
+# the ensemble queued when it succeeds, until the ensemble itself is combined)
+_OWNERS: tuple[tuple[JobKind, str, type[Ensemble] | type[PseudoRound] | type[Submission], bool], ...] = (
+    (JobKind.ENSEMBLE, "ensemble_id", Ensemble, True),
+    (JobKind.PSEUDO, "round_id", PseudoRound, True),
+    (JobKind.SUBMISSION, "submission_id", Submission, True),
+    (JobKind.PREDICT, "ensemble_id", Ensemble, False),
+)
+
+
+def _settle_owner(session: Session, kind: str, object_id: int) -> None:
+    """Copy a job's state onto the ensemble, round or submission it works for (no-op for runs)."""
+    if kind != "job":
+        return
+    row = session.execute(
+        sa.select(Job.kind, Job.target, Job.status, Job.error_message).where(Job.id == object_id)
+    ).one_or_none()
+    if row is None:
+        return
+    job_kind, target, status, error = row
+    for owner_kind, key, model, follows_all in _OWNERS:
+        owner_id = (target or {}).get(key)
+        if job_kind is not owner_kind or owner_id is None:
+            continue
+        if not follows_all and status in (RunStatus.RUNNING, RunStatus.SUCCEEDED):
+            return
+        message = None
+        if status is RunStatus.FAILED:
+            message = f"job {object_id} ({job_kind.value}) failed: {error or 'no error message'}"
+        elif status is RunStatus.CANCELLED:
+            message = f"job {object_id} ({job_kind.value}) was cancelled"
+        session.execute(
+            sa.update(model).where(model.id == int(owner_id)).values(status=status, error_message=message)
+            .execution_options(synchronize_session=False)
+        )
+        return

@@ -10,9 +10,18 @@ from sqlalchemy.orm import Session
 
 from worker.db.models import LogLevel, RunStatus
 from worker.errors import InvalidInput
-from worker.services.lifecycle._base import _QUEUED, _RUNNING, ClaimToken, LeaseState, _log, _model, _now, _owned
+from worker.services.lifecycle._base import (
+    _QUEUED,
+    _RUNNING,
+    ClaimToken,
+    LeaseState,
+    _log,
+    _model,
+    _now,
+    _owned,
+    _settle_owner,
+)
 from worker.services.lifecycle._progress import _clean_json, _finite
-
 
 # ------------------------------------------------------------------ claim and lease
 
@@ -40,6 +49,7 @@ def _claim(
     if session.execute(stmt).rowcount != 1:
         return None
     _log(session, kind, object_id, f"claimed by {worker_name} on {device}", LogLevel.INFO, now)
+    _settle_owner(session, kind, object_id)
     return ClaimToken(kind=kind, object_id=object_id, worker_name=worker_name, claimed_at=now)
 
 
@@ -103,7 +113,10 @@ def _end(session: Session, token: ClaimToken, status: RunStatus, values: dict[st
     model = _model(token.kind)
     values = {**values, "status": status, "finished_at": now, "lease_expires_at": None}
     stmt = sa.update(model).where(_owned(model, token)).values(**values).execution_options(synchronize_session=False)
-    return session.execute(stmt).rowcount == 1
+    ok = session.execute(stmt).rowcount == 1
+    if ok:
+        _settle_owner(session, token.kind, token.object_id)
+    return ok
 
 
 def finish_run(
@@ -167,6 +180,7 @@ def _fail(session: Session, kind: str, object_id: int, token: ClaimToken | None,
     ok = session.execute(stmt).rowcount == 1
     if ok:
         _log(session, kind, object_id, f"failed: {error}", LogLevel.ERROR, now)
+        _settle_owner(session, kind, object_id)
     return ok
 
 
@@ -219,21 +233,23 @@ mark_job_cancelled = mark_cancelled
 def release(session: Session, *, token: ClaimToken, reason: str, now: dt.datetime | None = None) -> bool:
     """Give a claimed run (or job) back to the queue, e.g. when its worker shuts down cleanly.
 
-    The run keeps its checkpoints and resumes from the last one; it is published again by the
-    caller or the reaper (``published_at`` is cleared).
+    The run keeps its checkpoints and resumes from the last one (``attempt`` + 1); it is published
+    again by the caller or the reaper (``published_at`` is cleared).
     """
     now = _now(now)
     model = _model(token.kind)
     stmt = (
         sa.update(model)
         .where(_owned(model, token))
-        .values(status=_QUEUED, worker_name=None, device=None, lease_expires_at=None, published_at=None)
+        .values(status=_QUEUED, worker_name=None, device=None, lease_expires_at=None, published_at=None,
+                attempt=model.attempt + 1)
         .execution_options(synchronize_session=False)
     )
     ok = session.execute(stmt).rowcount == 1
     if ok:
         _log(session, token.kind, token.object_id, f"released ({reason}); it resumes from its last checkpoint",
              LogLevel.INFO, now)
+        _settle_owner(session, token.kind, token.object_id)
     return ok
 
 

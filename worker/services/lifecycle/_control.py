@@ -11,7 +11,7 @@ from worker.db.models import Job, LogLevel, Run, RunStatus
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.services._common import check_actor, check_priority
 from worker.services.audit import record_event
-from worker.services.lifecycle._base import _QUEUED, _RUNNING, _get, _log, _model, _now
+from worker.services.lifecycle._base import _QUEUED, _RUNNING, _get, _log, _model, _now, _settle_owner
 
 
 def _request_cancel(session: Session, kind: str, object_id: int, now: dt.datetime, actor: int | None) -> RunStatus:
@@ -28,6 +28,7 @@ def _request_cancel(session: Session, kind: str, object_id: int, now: dt.datetim
     )
     if session.execute(stmt).rowcount == 1:
         _log(session, kind, object_id, "cancelled before it started", LogLevel.INFO, now)
+        _settle_owner(session, kind, object_id)
         record_event(session, actor=actor, action=f"{kind}.cancel", object_kind=kind, object_id=object_id,
                      detail={"was": "queued"})
         session.refresh(obj)
@@ -82,6 +83,7 @@ def _requeue(session: Session, kind: str, object_id: int, now: dt.datetime, acto
         .values(
             status=_QUEUED,
             attempt=model.attempt + 1,
+            lost_count=0,
             cancel_requested=False,
             error_message=None,
             worker_name=None,
@@ -101,13 +103,14 @@ def _requeue(session: Session, kind: str, object_id: int, now: dt.datetime, acto
             f"{kind} {object_id} is {obj.status.value}; only failed or cancelled {kind}s can be requeued"
         )
     _log(session, kind, object_id, "requeued; it resumes from its last checkpoint if it has one", LogLevel.INFO, now)
+    _settle_owner(session, kind, object_id)
     session.refresh(obj)
     record_event(session, actor=actor, action=f"{kind}.requeue", object_kind=kind, object_id=object_id,
                  detail={"attempt": obj.attempt})
 
 
 def requeue(session: Session, *, run_id: int, actor: int | None = None, now: dt.datetime | None = None) -> None:
-    """Put a failed or cancelled run back in the queue (attempt + 1); it resumes from its last checkpoint.
+    """Put a failed or cancelled run back in the queue (attempt + 1, lost_count 0); it resumes from its last checkpoint.
 
     The caller publishes it after committing (see :func:`publish_queued`); the reaper does so
     otherwise.

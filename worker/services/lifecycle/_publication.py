@@ -8,9 +8,8 @@ from collections.abc import Iterable, Sequence
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from worker.db.models import Job, LogLevel, Run, RunLog, RunStatus
-from worker.services.lifecycle._base import _QUEUED, _RUNNING, Outgoing, _log, _model, _now
-
+from worker.db.models import Job, LogLevel, Run, RunStatus
+from worker.services.lifecycle._base import _QUEUED, _RUNNING, Outgoing, _log, _model, _now, _settle_owner
 
 # ------------------------------------------------------------------ publication
 
@@ -72,69 +71,63 @@ def publish_queued_jobs(
 # A run whose worker dies this many times in a row (no manual requeue between) fails instead of
 # being requeued again: a run that kills its worker (out of memory) must not take every worker down.
 MAX_WORKERS_LOST = 3
-_LOST_PREFIX = "requeued: worker "
-_MANUAL_PREFIX = "requeued; "
 
 
-def _workers_lost(session: Session, kind: str, object_id: int) -> int:
-    """How often the reaper requeued this run/job since it was last requeued by a person."""
-    owner = RunLog.run_id if kind == "run" else RunLog.job_id
-    since = session.scalar(
-        sa.select(sa.func.max(RunLog.id)).where(owner == object_id, RunLog.message.like(_MANUAL_PREFIX + "%"))
-    )
-    stmt = sa.select(sa.func.count()).select_from(RunLog).where(owner == object_id,
-                                                                 RunLog.message.like(_LOST_PREFIX + "%"))
-    if since is not None:
-        stmt = stmt.where(RunLog.id > since)
-    return int(session.scalar(stmt) or 0)
+def _settle_lost(
+    session: Session, kind: str, object_id: int, where: sa.ColumnElement[bool], why: str, now: dt.datetime
+) -> bool:
+    """Put a run (or job) whose worker died back in the queue, or end it; True when it was requeued.
+
+    ``where`` conditions the update on the state the caller saw (an expired lease, a dead
+    worker's name), so a late heartbeat that renewed the lease wins. A cancel requested ends it
+    cancelled; the :data:`MAX_WORKERS_LOST`-th loss in a row fails it; otherwise it is requeued with
+    ``attempt`` and ``lost_count`` + 1.
+    """
+    model = _model(kind)
+    row = session.execute(
+        sa.select(model.cancel_requested, model.lost_count, model.worker_name).where(model.id == object_id, where)
+    ).one_or_none()
+    if row is None:
+        return False
+    cancel, lost, worker_name = row
+    base = sa.update(model).where(model.id == object_id, where).execution_options(synchronize_session=False)
+    if cancel:
+        if session.execute(base.values(status=RunStatus.CANCELLED, finished_at=now, lease_expires_at=None)).rowcount:
+            _log(session, kind, object_id, f"cancelled: its worker {worker_name} {why}", LogLevel.WARNING, now)
+            _settle_owner(session, kind, object_id)
+        return False
+    if lost + 1 >= MAX_WORKERS_LOST:
+        error = (
+            f"its worker died {MAX_WORKERS_LOST} times while running it (last: {worker_name}, which {why}); a "
+            "process killed again and again is usually out of memory: lower training.batch_size or the image "
+            "size, then requeue it"
+        )
+        stmt = base.values(status=RunStatus.FAILED, finished_at=now, lease_expires_at=None, error_message=error,
+                           lost_count=model.lost_count + 1)
+        if session.execute(stmt).rowcount:
+            _log(session, kind, object_id, f"failed: {error}", LogLevel.ERROR, now)
+            _settle_owner(session, kind, object_id)
+        return False
+    stmt = base.values(status=_QUEUED, worker_name=None, device=None, lease_expires_at=None, published_at=None,
+                       attempt=model.attempt + 1, lost_count=model.lost_count + 1)
+    if not session.execute(stmt).rowcount:
+        return False
+    _log(session, kind, object_id, f"requeued: worker {worker_name} {why}; it resumes from its last checkpoint",
+         LogLevel.WARNING, now)
+    _settle_owner(session, kind, object_id)
+    return True
 
 
 def _reap(session: Session, kind: str, now: dt.datetime, republish_after_s: float) -> list[int]:
     model = _model(kind)
     expired = session.execute(
-        sa.select(model.id, model.cancel_requested, model.worker_name, model.heartbeat_at).where(
-            model.status == _RUNNING, model.lease_expires_at < now
-        )
+        sa.select(model.id, model.heartbeat_at).where(model.status == _RUNNING, model.lease_expires_at < now)
     ).all()
     requeued: list[int] = []
-    for object_id, cancel, worker_name, heartbeat_at in expired:
+    for object_id, heartbeat_at in expired:
         last = heartbeat_at.isoformat(timespec="seconds") if heartbeat_at else "never"
-        # conditional on the lease still being expired: a late heartbeat that renewed it wins
-        base = sa.update(model).where(
-            model.id == object_id, model.status == _RUNNING, model.lease_expires_at < now
-        )
-        if cancel:
-            stmt = base.values(status=RunStatus.CANCELLED, finished_at=now, lease_expires_at=None)
-            if session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1:
-                _log(session, kind, object_id, f"cancelled: its worker {worker_name} stopped answering", LogLevel.WARNING, now)
-            continue
-        if _workers_lost(session, kind, object_id) + 1 >= MAX_WORKERS_LOST:
-            error = (
-                f"its worker died {MAX_WORKERS_LOST} times while running it (last: {worker_name}, last heartbeat "
-                f"at {last}); a process killed again and again is usually out of memory: lower "
-                "training.batch_size or the image size, then requeue it"
-            )
-            stmt = base.values(status=RunStatus.FAILED, finished_at=now, lease_expires_at=None, error_message=error)
-            if session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1:
-                _log(session, kind, object_id, f"failed: {error}", LogLevel.ERROR, now)
-            continue
-        stmt = base.values(
-            status=_QUEUED,
-            worker_name=None,
-            device=None,
-            lease_expires_at=None,
-            published_at=None,
-        )
-        if session.execute(stmt.execution_options(synchronize_session=False)).rowcount == 1:
-            _log(
-                session,
-                kind,
-                object_id,
-                f"requeued: worker {worker_name} stopped sending heartbeats (last at {last}); "
-                "it resumes from its last checkpoint",
-                LogLevel.WARNING,
-                now,
-            )
+        where = sa.and_(model.status == _RUNNING, model.lease_expires_at < now)
+        if _settle_lost(session, kind, object_id, where, f"stopped sending heartbeats (last at {last})", now):
             requeued.append(object_id)
     cutoff = now - dt.timedelta(seconds=republish_after_s)
     stale = session.execute(
@@ -149,12 +142,44 @@ def _reap(session: Session, kind: str, now: dt.datetime, republish_after_s: floa
     return requeued + [i for i in stale if i not in requeued]
 
 
+def requeue_dead_worker(
+    session: Session, *, worker_names: Iterable[str], reason: str = "died", now: dt.datetime | None = None
+) -> list[Outgoing]:
+    """Recover at once the runs and jobs held by worker processes known to be dead.
+
+    What a supervisor calls when it saw its worker exit, instead of waiting for the lease to
+    expire: each running run or job claimed by one of ``worker_names`` is settled as the reaper
+    settles an expired lease (requeued with ``attempt`` and ``lost_count`` + 1, cancelled, or
+    failed the :data:`MAX_WORKERS_LOST`-th time).
+
+    Returns:
+        The messages to publish after the commit (already marked published).
+    """
+    now = _now(now)
+    names = list(worker_names)
+    out: list[Outgoing] = []
+    for kind in ("run", "job"):
+        model = _model(kind)
+        if not names:
+            break
+        held = session.scalars(sa.select(model.id).where(model.status == _RUNNING, model.worker_name.in_(names)))
+        requeued = []
+        for object_id in list(held):
+            where = sa.and_(model.status == _RUNNING, model.worker_name.in_(names))
+            if _settle_lost(session, kind, object_id, where, reason, now):
+                requeued.append(object_id)
+        if requeued:
+            out += _publish(session, model, kind, requeued, now)
+    return out
+
+
 def reap(session: Session, *, now: dt.datetime | None = None, republish_after_s: float = 30.0) -> list[int]:
     """Recover runs whose worker died and queued runs whose message may be lost.
 
     - A running run whose lease expired goes back to ``queued`` (or to ``cancelled`` when a cancel
-      was requested: a cancelled run is never requeued). The :data:`MAX_WORKERS_LOST`-th time in a
-      row it fails instead, saying why.
+      was requested: a cancelled run is never requeued), with ``attempt`` and ``lost_count`` + 1.
+      The :data:`MAX_WORKERS_LOST`-th time in a row (``lost_count``; a manual requeue resets it)
+      it fails instead, saying why.
     - A queued run never published, or published more than ``republish_after_s`` ago and still
       not claimed, may have lost its message (e.g. Redis restarted without persistence).
 
