@@ -441,6 +441,10 @@ def build_parser() -> argparse.ArgumentParser:
     dv.add_argument("--option", action="append", help="source option name=value, e.g. masks=labels (repeatable)")
     dv.add_argument("--quick", action="store_true", help="read file headers only, do not decode every pixel")
     dv.set_defaults(func=cmd_dataset_validate)
+
+    from worker.cli_maintenance import add_parsers
+
+    add_parsers(sub, services)
     return p
 
 
