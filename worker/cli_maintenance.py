@@ -1,4 +1,4 @@
-"""``segboard doctor`` (and the other maintenance commands): parsers and commands.
+"""``segboard doctor``, ``backup`` and ``restore``: parsers and commands.
 
 Kept apart from :mod:`worker.cli` so that module stays about the queue; :func:`add_parsers` is
 called by :func:`worker.cli.build_parser`.
@@ -11,7 +11,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["add_parsers", "cmd_doctor"]
+__all__ = ["add_parsers", "cmd_doctor", "cmd_backup", "cmd_restore"]
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -50,6 +50,33 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0 if report.healthy else 1
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Back the database and the artifact manifests up into a new folder."""
+    from worker.backup import backup
+    from worker.cli import _settings
+
+    report = backup(_settings(args), args.dest)
+    print(f"backed up the {report.database} database (revision {report.revision}) and {report.manifests} "
+          f"artifact manifest(s) into {report.folder}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Replace the database with a backup; put back missing manifests."""
+    from worker.backup import restore
+    from worker.cli import CliError, _settings
+    from worker.queue.embedded import embedded_broker_url
+
+    settings = _settings(args)
+    if embedded_broker_url(settings) is not None and not args.force:
+        raise CliError("`segboard up` is running on this home: stop it (and every worker) before a restore, "
+                       "or pass --force")
+    report = restore(settings, args.src)
+    print(f"restored the {report.database} database from {report.folder} (now at revision {report.revision}); "
+          f"put back {report.manifests} missing artifact manifest(s)")
+    return 0
+
+
 def add_parsers(sub: Any, services: Callable[[argparse.ArgumentParser], None]) -> None:
     """Add the maintenance commands to ``segboard``'s sub-parsers."""
     dr = sub.add_parser("doctor", help="check the database against the artifact root (--fix repairs)")
@@ -58,3 +85,14 @@ def add_parsers(sub: Any, services: Callable[[argparse.ArgumentParser], None]) -
                     help="requeue runs with dead leases, move unknown folders aside, remove dead writers' temp files")
     dr.add_argument("--json", action="store_true", help="print the report as JSON")
     dr.set_defaults(func=cmd_doctor)
+
+    bk = sub.add_parser("backup", help="back the database (consistent while running) and artifact manifests up")
+    services(bk)
+    bk.add_argument("dest", help="a new folder")
+    bk.set_defaults(func=cmd_backup)
+
+    rs = sub.add_parser("restore", help="replace the database with a backup made by `segboard backup`")
+    services(rs)
+    rs.add_argument("src", help="the backup folder")
+    rs.add_argument("--force", action="store_true", help="restore even though `segboard up` is running")
+    rs.set_defaults(func=cmd_restore)
