@@ -67,7 +67,8 @@ def test_candidate_score_is_shown_before_anything_is_saved(seeded, ui, published
 
     with ui.scope() as s:
         job = jobs.get_job(s, job_id=published[-1]["job_ids"][0])
-    assert job.kind.value == "predict" and job.target == {"run_ids": [seeded["fpn_run"], seeded["linknet_run"]]}
+    assert job.kind.value == "predict" and job.target["run_ids"] == [seeded["fpn_run"], seeded["linknet_run"]]
+    assert job.target.get("ensemble_id") == saved.id  # a failed prediction fails the ensemble too
     # it is a leaderboard row with its lineage
     from worker.services import leaderboard
 
