@@ -15,12 +15,15 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from segcore.config import ExperimentConfig, load_config, parse_config
 from segcore.errors import SegcoreError
+
+if TYPE_CHECKING:
+    from segcore.training.callbacks import EpochReport, StepReport
 
 __all__ = ["main"]
 
@@ -30,9 +33,9 @@ class _Progress:
 
     def __init__(self, out: Any = sys.stderr) -> None:
         self.out = out
-        self.bar = None
+        self.bar: Any = None  # a tqdm bar during an epoch
 
-    def on_train_start(self, info: dict) -> None:
+    def on_train_start(self, info: dict[str, Any]) -> None:
         self.info = info
         print(
             f"training on {info['device']} ({info['precision']}, channels_last={info['channels_last']}): "
@@ -41,7 +44,7 @@ class _Progress:
             file=self.out,
         )
 
-    def on_step(self, r) -> None:
+    def on_step(self, r: StepReport) -> None:
         from tqdm import tqdm
 
         if self.bar is None:
@@ -50,7 +53,7 @@ class _Progress:
         self.bar.update(r.step - self.bar.n)
         self.bar.set_postfix(loss=f"{r.loss:.4f}", img_s=f"{r.images_per_s:.1f}", lr=f"{r.lr:.2e}")
 
-    def on_epoch_end(self, r) -> None:
+    def on_epoch_end(self, r: EpochReport) -> None:
         if self.bar is not None:
             self.bar.close()
             self.bar = None
@@ -148,7 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
     t.add_argument("--dataset-root", help="base folder for relative dataset paths")
     t.add_argument("--device", help="override training.device (cpu, cuda, cuda:1)")
-    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. training.epochs=3")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE",
+                   help="override a config value, e.g. training.epochs=3")
     t.set_defaults(fn=_train)
     r = sub.add_parser("recipes", help="list the built-in recipes")
     r.set_defaults(fn=_recipes)

@@ -42,7 +42,10 @@ class TaskType(str, enum.Enum):
 
 
 class _SourceBase(_Strict):
-    root: str = Field(description="Dataset folder: absolute or relative to the dataset root. Local only; SegBoard workers mirror an fsspec URL (s3://...) first.")
+    root: str = Field(
+        description="Dataset folder: absolute or relative to the dataset root. Local only; SegBoard workers "
+        "mirror an fsspec URL (s3://...) first."
+    )
     test_images: str | None = Field(
         default=None, description="Folder (relative to root) of unlabeled test images, if any."
     )

@@ -125,8 +125,10 @@ SCHEDULERS: dict[str, str] = {
 }
 
 METRICS: dict[str, str] = {
-    "miou": "Dataset-level mean IoU: one confusion matrix over all validation pixels, IoU per class, mean over classes present in GT or prediction.",
-    "miou_per_image": "Per-image mean IoU averaged over images (how many leaderboards score); classes absent from both GT and prediction in an image are skipped for that image.",
+    "miou": "Dataset-level mean IoU: one confusion matrix over all validation pixels, IoU per class, mean over "
+    "classes present in GT or prediction.",
+    "miou_per_image": "Per-image mean IoU averaged over images (how many leaderboards score); classes absent from "
+    "both GT and prediction in an image are skipped for that image.",
     "dice": "Mean Dice over classes; multilabel: per class at the threshold, over the dataset.",
     "dice_per_image": "Per-image mean Dice averaged over images.",
     "pixel_accuracy": "Share of labelled pixels predicted correctly.",

@@ -22,7 +22,7 @@ import enum
 import json
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -75,7 +75,7 @@ __all__ = [
     "format_validation_error",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 
 class Precision(str, enum.Enum):
@@ -115,7 +115,8 @@ class ModelConfig(_Strict):
     @classmethod
     def _known_encoder(cls, v: str) -> str:
         if not _catalog.is_known_encoder(v):
-            stem = re.match(r"[a-z_]*", v.lower()).group(0)
+            m = re.match(r"[a-z_]*", v.lower())
+            stem = m.group(0) if m else ""
             close = [n for n in _catalog.encoder_names() if stem and n.startswith(stem)][:12]
             hint = f" Similar: {', '.join(close)}." if close else ""
             raise ValueError(

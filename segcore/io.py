@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_dir", "atomic_path", "recover_dir",
@@ -176,7 +177,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = False) -> Iterator[Path]:
         raise
 
 
-def append_jsonl(path: str | Path, record: dict) -> None:
+def append_jsonl(path: str | Path, record: dict[str, Any]) -> None:
     """Append one JSON line to ``path`` and fsync it, so the line is on disk when this returns."""
     line = json.dumps(record) + "\n"
     with open(path, "a", encoding="utf-8") as fh:
@@ -185,7 +186,7 @@ def append_jsonl(path: str | Path, record: dict) -> None:
         os.fsync(fh.fileno())
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     """The records of a JSON-lines file, skipping a torn (half-written) last line. Missing file: []."""
     try:
         lines = Path(path).read_text(encoding="utf-8").splitlines()
@@ -204,6 +205,6 @@ def read_jsonl(path: str | Path) -> list[dict]:
     return out
 
 
-def rewrite_jsonl(path: str | Path, records: list[dict]) -> None:
+def rewrite_jsonl(path: str | Path, records: list[dict[str, Any]]) -> None:
     """Replace a JSON-lines file atomically with ``records``."""
     atomic_write_text(path, "".join(json.dumps(r) + "\n" for r in records))

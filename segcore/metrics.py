@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -162,6 +163,36 @@ def _json(x: float) -> float | None:
     return None if math.isnan(x) else float(x)
 
 
+@dataclass
+class _Counts:
+    """The running sums of a :class:`MetricAccumulator`, on its device."""
+
+    tp: torch.Tensor  # [C] dataset counts
+    fp: torch.Tensor
+    fn: torch.Tensor
+    cm: torch.Tensor | None  # [C, C] multiclass only
+    pixels: torch.Tensor  # scored pixel (x class, multilabel) count
+    correct: torch.Tensor
+    image_iou_sum: torch.Tensor
+    image_dice_sum: torch.Tensor
+    image_count: torch.Tensor
+
+    @classmethod
+    def zeros(cls, task: TaskType, num_classes: int, device: torch.device) -> _Counts:
+        def z(*shape: Any, dtype: torch.dtype = torch.long) -> torch.Tensor:
+            return torch.zeros(*shape, dtype=dtype, device=device)
+
+        c = num_classes
+        return cls(
+            tp=z(c), fp=z(c), fn=z(c),
+            cm=z(c, c) if task is TaskType.MULTICLASS else None,
+            pixels=z(()), correct=z(()),
+            image_iou_sum=z((), dtype=torch.float64),
+            image_dice_sum=z((), dtype=torch.float64),
+            image_count=z(()),
+        )
+
+
 class MetricAccumulator:
     """Accumulates exact validation metrics over batches.
 
@@ -199,26 +230,12 @@ class MetricAccumulator:
 
     def reset(self) -> None:
         """Forget every update."""
-        self._tp: torch.Tensor | None = None  # [C] dataset counts
-        self._fp: torch.Tensor | None = None
-        self._fn: torch.Tensor | None = None
-        self._cm: torch.Tensor | None = None  # [C, C] multiclass only
-        self._pixels: torch.Tensor | None = None  # scored pixel (x class, multilabel) count
-        self._correct: torch.Tensor | None = None
-        self._image_iou_sum: torch.Tensor | None = None
-        self._image_dice_sum: torch.Tensor | None = None
-        self._image_count: torch.Tensor | None = None
+        self._counts: _Counts | None = None  # created on the first update, on its device
         self.num_images = 0
 
-    def _zeros(self, device: torch.device) -> None:
-        c = self.num_classes
-        z = lambda *shape, dtype=torch.long: torch.zeros(*shape, dtype=dtype, device=device)  # noqa: E731
-        self._tp, self._fp, self._fn = z(c), z(c), z(c)
-        self._cm = z(c, c) if self.task is TaskType.MULTICLASS else None
-        self._pixels, self._correct = z(()), z(())
-        self._image_iou_sum = z((), dtype=torch.float64)
-        self._image_dice_sum = z((), dtype=torch.float64)
-        self._image_count = z(())
+    def _zeros(self, device: torch.device) -> _Counts:
+        self._counts = _Counts.zeros(self.task, self.num_classes, device)
+        return self._counts
 
     @torch.no_grad()
     def update(self, logits_or_probs: torch.Tensor, target: torch.Tensor, *, is_probs: bool = False) -> None:
@@ -236,8 +253,7 @@ class MetricAccumulator:
         n, c, h, w = scores.shape
         if self.device is None:
             self.device = scores.device
-        if self._tp is None:
-            self._zeros(self.device)
+        k = self._counts if self._counts is not None else self._zeros(self.device)
         scores = scores.to(self.device)
         target = target.to(self.device)
         if self.task is TaskType.MULTICLASS:
@@ -246,14 +262,15 @@ class MetricAccumulator:
             pred = scores.argmax(1)  # softmax is monotonic: same for logits and probabilities
             per_image = _batched_confusion(pred, target, c, self.ignore_index)  # [N, C, C]
             cm = per_image.sum(0)
-            self._cm += cm
+            assert k.cm is not None  # a multiclass accumulator always has its confusion matrix
+            k.cm += cm
             stats = scores_from_confusion(per_image)
             tp = torch.diagonal(cm)
-            self._tp += tp
-            self._fp += cm.sum(0) - tp
-            self._fn += cm.sum(1) - tp
-            self._pixels += cm.sum()
-            self._correct += tp.sum()
+            k.tp += tp
+            k.fp += cm.sum(0) - tp
+            k.fn += cm.sum(1) - tp
+            k.pixels += cm.sum()
+            k.correct += tp.sum()
         else:
             if target.shape != scores.shape:
                 raise ValueError(
@@ -265,18 +282,18 @@ class MetricAccumulator:
             tp_i = (pred & truth).sum((2, 3))  # [N, C]
             fp_i = (pred & ~truth).sum((2, 3))
             fn_i = (~pred & truth).sum((2, 3))
-            self._tp += tp_i.sum(0)
-            self._fp += fp_i.sum(0)
-            self._fn += fn_i.sum(0)
-            self._pixels += pred.numel()
-            self._correct += (pred == truth).sum()
+            k.tp += tp_i.sum(0)
+            k.fp += fp_i.sum(0)
+            k.fn += fn_i.sum(0)
+            k.pixels += pred.numel()
+            k.correct += (pred == truth).sum()
             stats = scores_from_counts(tp_i, fp_i, fn_i)
         image_iou = _nanmean_or_nan(stats["iou"])  # [N]; NaN for an image with nothing to score
         image_dice = _nanmean_or_nan(stats["dice"])
         scored = ~torch.isnan(image_iou)
-        self._image_iou_sum += torch.where(scored, image_iou, 0.0).sum()
-        self._image_dice_sum += torch.where(scored, image_dice, 0.0).sum()
-        self._image_count += scored.sum()
+        k.image_iou_sum += torch.where(scored, image_iou, 0.0).sum()
+        k.image_dice_sum += torch.where(scored, image_dice, 0.0).sum()
+        k.image_count += scored.sum()
         self.num_images += n
 
     def all_reduce(self, group: Any = None) -> None:
@@ -287,13 +304,12 @@ class MetricAccumulator:
         """
         import torch.distributed as dist
 
-        if self._tp is None:
-            self._zeros(self.device or torch.device("cpu"))
-        for t in (self._tp, self._fp, self._fn, self._cm, self._pixels, self._correct,
-                  self._image_iou_sum, self._image_dice_sum, self._image_count):
+        k = self._counts if self._counts is not None else self._zeros(self.device or torch.device("cpu"))
+        for f in fields(k):  # in declaration order, the same on every rank
+            t = getattr(k, f.name)
             if t is not None:
                 dist.all_reduce(t, group=group)
-        n = torch.tensor([self.num_images], dtype=torch.long, device=self._tp.device)
+        n = torch.tensor([self.num_images], dtype=torch.long, device=k.tp.device)
         dist.all_reduce(n, group=group)
         self.num_images = int(n)
 
@@ -302,9 +318,9 @@ class MetricAccumulator:
         """The dataset confusion matrix ``[C, C]`` (multiclass; rows ground truth)."""
         if self.task is not TaskType.MULTICLASS:
             raise ValueError("a multilabel accumulator has per-class counts, not a confusion matrix")
-        if self._cm is None:
+        if self._counts is None or self._counts.cm is None:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
-        return self._cm.clone()
+        return self._counts.cm.clone()
 
     def compute(self) -> dict[str, Any]:
         """The metrics so far, as JSON-ready data.
@@ -314,22 +330,23 @@ class MetricAccumulator:
             or None when undefined, e.g. before any labelled pixel) and ``per_class`` =
             ``{"iou", "dice", "precision", "recall": [float | None] * C, "support": [int] * C}``.
         """
-        if self._tp is None:
+        k = self._counts
+        if k is None:
             empty: list[Any] = [None] * self.num_classes
             return {
                 **{k: None for k in METRIC_KEYS},
                 "per_class": {"iou": empty, "dice": empty, "precision": empty, "recall": empty,
                               "support": [0] * self.num_classes},
             }
-        s = scores_from_counts(self._tp, self._fp, self._fn)
-        count = int(self._image_count)
-        pixels = int(self._pixels)
+        s = scores_from_counts(k.tp, k.fp, k.fn)
+        count = int(k.image_count)
+        pixels = int(k.pixels)
         return {
             "miou": _json(float(_nanmean_or_nan(s["iou"]))),
-            "miou_per_image": float(self._image_iou_sum) / count if count else None,
+            "miou_per_image": float(k.image_iou_sum) / count if count else None,
             "dice": _json(float(_nanmean_or_nan(s["dice"]))),
-            "dice_per_image": float(self._image_dice_sum) / count if count else None,
-            "pixel_accuracy": int(self._correct) / pixels if pixels else None,
+            "dice_per_image": float(k.image_dice_sum) / count if count else None,
+            "pixel_accuracy": int(k.correct) / pixels if pixels else None,
             "per_class": {
                 "iou": [_json(v) for v in s["iou"].tolist()],
                 "dice": [_json(v) for v in s["dice"].tolist()],

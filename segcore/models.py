@@ -18,7 +18,7 @@ import inspect
 import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import segmentation_models_pytorch as smp
 import timm
@@ -206,7 +206,7 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
             f"encoder weights file {p} does not exist; fix model.encoder_weights_path "
             "(a local .safetensors or .pt state dict)"
         )
-    encoder: nn.Module = model.encoder
+    encoder = cast(nn.Module, model.encoder)  # nn.Module types attributes as Tensor | Module
     own = encoder.state_dict()
     state = _align_keys(_read_state_dict(p), set(own))
     state = {k: v for k, v in state.items() if k in own or not k.startswith(_HEAD_PREFIXES)}

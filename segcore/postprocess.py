@@ -14,7 +14,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from scipy import ndimage
@@ -65,7 +65,7 @@ def _structure(connectivity: int) -> np.ndarray:
     raise ConfigError(f"connectivity must be 4 or 8, got {connectivity}")
 
 
-def _area_of(value: MinArea, what: str = "min_area"):
+def _area_of(value: MinArea, what: str = "min_area") -> Callable[[int], int]:
     """A function class -> minimum area (0: leave the class alone)."""
     if isinstance(value, Mapping):
         table = {int(k): int(v) for k, v in value.items()}

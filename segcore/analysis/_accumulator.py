@@ -238,15 +238,18 @@ class Accumulator:
                 per.append(fp + fn)
             interior, band = per
             kinds = ERROR_KINDS if self.p.background is not None else ("wrong_class",)
-            split = [multiclass_taxonomy_counts(cm, self.p.background) for cm in self.cm_strata]
+            split = [
+                {k: v for k, v in multiclass_taxonomy_counts(cm, self.p.background).items() if v is not None}
+                for cm in self.cm_strata
+            ]
             tax_int = {k: int(split[0][k].sum()) for k in kinds}
             tax_band = {k: int(split[1][k].sum()) for k in kinds}
-            band_pixels = int(self.cm_strata[1].sum())
+            band_pixels: int | None = int(self.cm_strata[1].sum())
             all_pixels = int(self.cm_strata.sum())
             err_band = sum(tax_band.values())
             err_all = err_band + sum(tax_int.values())
         else:
-            total = self.counts_total
+            total = self._pooled()
             band = self.ml_band[0] + self.ml_band[1]
             interior = total[:, 1] + total[:, 2] - band
             tax_band = {
@@ -278,7 +281,7 @@ class Accumulator:
             )
         return BoundaryAnalysis(
             boundary_px=self.p.boundary_px,
-            boundary_pixel_share=(band_pixels / all_pixels) if all_pixels else None,
+            boundary_pixel_share=(band_pixels / all_pixels) if band_pixels is not None and all_pixels else None,
             classes=classes,
             taxonomy_boundary=tax_band,
             taxonomy_interior=tax_int,
@@ -320,9 +323,9 @@ class Accumulator:
         out: dict[str, list[WorstImage]] = {}
         for k, name in enumerate(self.p.classes):
             rows = [
-                (img.iou[k], -img.errors[k], img.image_id, img)
+                (iou, -img.errors[k], img.image_id, img)
                 for img in self.images
-                if img.iou[k] is not None
+                if (iou := img.iou[k]) is not None
             ]
             rows.sort(key=lambda r: r[:3])
             out[name] = [
@@ -331,10 +334,16 @@ class Accumulator:
             ]
         return out
 
+    def _pooled(self) -> np.ndarray:
+        """The counts over every image so far (set by the first :meth:`add`)."""
+        if self.counts_total is None:
+            raise DatasetError("no images to analyse; pass at least one (image_id, prediction, mask)")
+        return self.counts_total
+
     def finish(self) -> AnalysisReport:
         if not self.images:
             raise DatasetError("no images to analyse; pass at least one (image_id, prediction, mask)")
-        total = self.counts_total
+        total = self._pooled()
         n_pixels = sum(img.n_pixels for img in self.images)
         pooled = self._fold_metrics("all", total, len(self.images), n_pixels)
         folds = [

@@ -17,8 +17,8 @@ from pydantic import BaseModel, ConfigDict
 from segcore.analysis._confusion import (
     _row_lut,
     class_scores,
-    confusion_tp_fp_fn,
     confusion_matrix,
+    confusion_tp_fp_fn,
     multilabel_counts,
 )
 from segcore.analysis._inputs import as_ground_truth, as_prediction, as_task
@@ -245,7 +245,7 @@ def compare(
                 **_image_counts(codes, n_pixels),
             )
         )
-    if not images:
+    if not images or stats_a is None or stats_b is None:  # the statistics are set with the first image
         raise DatasetError("no images to compare; pass at least one sample")
     if task is TaskType.MULTICLASS:
         iou_a = class_scores(*confusion_tp_fp_fn(stats_a))["iou"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import cv2
 import numpy as np
@@ -144,7 +145,9 @@ def _shown_mask(show: Sequence[int] | None, num_classes: int) -> np.ndarray | No
     return mask
 
 
-def _prepare_image(image: np.ndarray | None, shape: tuple[int, int], region, step) -> np.ndarray:
+def _prepare_image(
+    image: np.ndarray | None, shape: tuple[int, int], region: tuple[int, int, int, int] | None, step: int
+) -> np.ndarray:
     if image is None:
         return np.zeros((*shape, 3), dtype=np.uint8)
     image = np.asarray(image)
@@ -264,7 +267,7 @@ def render_overlay(
     shown_mask = _shown_mask(show, num_classes)
     shown = np.ones(num_classes, dtype=bool) if shown_mask is None else shown_mask
     base = _prepare_image(image, shape, region, downscale)
-    common = dict(
+    common: dict[str, Any] = dict(
         task=task, palette=palette, shown=shown, background=background, ignore_index=ignore_index
     )
     gt_col, gt_drawn = _class_colours(g, ignore_colour=True, **common)

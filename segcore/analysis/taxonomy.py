@@ -142,7 +142,7 @@ def taxonomy_from_confusion(
         One :class:`ClassErrors` per class except the background.
     """
     tp, fp, fn = confusion_tp_fp_fn(cm)
-    parts = multiclass_taxonomy_counts(cm, background)
+    parts = {k: v for k, v in multiclass_taxonomy_counts(cm, background).items() if v is not None}
     kinds = ERROR_KINDS if background is not None else ("wrong_class",)
     out = []
     for c, name in enumerate(classes):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # never phone home for a version check
-import albumentations as A  # noqa: E402
+import albumentations as A
 
 __all__ = ["RareClassCrop", "present_classes"]
 
@@ -43,11 +43,11 @@ def present_classes(mask: np.ndarray, num_classes: int) -> np.ndarray:
         num_classes: ``C``.
     """
     if mask.ndim == 3:
-        return mask.reshape(-1, mask.shape[-1])[:, :num_classes].any(axis=0)
+        return np.asarray(mask.reshape(-1, mask.shape[-1])[:, :num_classes].any(axis=0))
     return np.bincount(mask.ravel(), minlength=num_classes)[:num_classes] > 0
 
 
-class RareClassCrop(A.CropNonEmptyMaskIfExists):
+class RareClassCrop(A.CropNonEmptyMaskIfExists):  # type: ignore[misc]  # albumentations has no type information
     """A crop placed on a weighted-drawn present class with probability ``rare_p``, else uniform.
 
     Args:

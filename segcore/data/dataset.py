@@ -81,7 +81,7 @@ def open_pseudo_labels(
     return out
 
 
-class TorchSegmentationDataset(Dataset):
+class TorchSegmentationDataset(Dataset[dict[str, Any]]):
     """Samples of a :class:`SegDataset` as tensors, ready for a ``DataLoader``.
 
     Each item is a dict:
@@ -175,8 +175,8 @@ class TorchSegmentationDataset(Dataset):
         info = torch.utils.data.get_worker_info()
         if info is None and self._follow_global:
             seed = int(np.random.randint(0, 2**31 - 1))
-            if not self._transform_has_seed and hasattr(self.transform, "set_random_seed"):
-                self.transform.set_random_seed(seed)
+            if not self._transform_has_seed:
+                self._seed_transform(seed)
             return np.random.default_rng(seed)
         owner = (os.getpid(), None if info is None else info.id)
         if owner != self._rng_owner:
@@ -184,13 +184,17 @@ class TorchSegmentationDataset(Dataset):
             if info is not None:
                 seed = int(info.seed % (2**32))
                 self._rng = np.random.default_rng(seed)
-                if hasattr(self.transform, "set_random_seed"):
-                    self.transform.set_random_seed(seed)
+                self._seed_transform(seed)
         return self._rng
 
+    def _seed_transform(self, seed: int) -> None:
+        """Seed an albumentations pipeline's own generator; other transforms have none."""
+        set_seed = getattr(self.transform, "set_random_seed", None)
+        if set_seed is not None:
+            set_seed(seed)
+
     def _seeded_rng(self, seed: int) -> np.random.Generator:
-        if hasattr(self.transform, "set_random_seed"):
-            self.transform.set_random_seed(seed)
+        self._seed_transform(seed)
         return np.random.default_rng(seed)
 
     def __getitem__(self, index: int | tuple[int, int]) -> dict[str, Any]:

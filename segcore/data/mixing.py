@@ -295,7 +295,8 @@ class ObjectBank:
                     if int(region.sum()) < min_area:
                         continue
                     if multilabel:
-                        label = (mask[(slice(None), *sl)] * region[None]).astype(np.uint8)
+                        at = (slice(None), *sl)
+                        label = (mask[at] * region[None]).astype(np.uint8)
                     else:
                         label = np.where(region, np.uint8(c), np.uint8(0)).astype(np.uint8)
                     kept[c].append(PasteObject(c, image[sl].copy(), region, label, image_id))

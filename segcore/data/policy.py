@@ -187,9 +187,10 @@ def resolve_data_policy(
         multiple = _multiple(cfg) if multiple is None else multiple
         sides = _short_sides(cfg, dataset, train_ids)
         median = float(np.median(sides))
-        crop = (auto_crop_side(sides, multiple),) * 2
+        side = auto_crop_side(sides, multiple)
+        crop: tuple[int, int] | None = (side, side)
         rule = (f"auto: median short side {median:g} px x {CROP_FRACTION:g}, clamped to [{CROP_MIN}, {CROP_MAX}], "
-                f"at most the short side, multiple of {multiple} -> {crop[0]}x{crop[1]}")
+                f"at most the short side, multiple of {multiple} -> {side}x{side}")
     else:
         crop = resolve_crop_size(cfg, dataset, train_ids)
         whole = "none: whole images" + (f" resized to {d.image_size[0]}x{d.image_size[1]}" if d.image_size else "")

@@ -148,7 +148,9 @@ def stratified_assignment(
     return fold
 
 
-def _group_table(dataset: SegDataset, ids: list[str], group_key: str | None, stratify: bool) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+def _group_table(
+    dataset: SegDataset, ids: list[str], group_key: str | None, stratify: bool
+) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     groups = group_ids(ids, group_key)
     names = sorted(set(groups))
     index = {g: i for i, g in enumerate(names)}

@@ -183,7 +183,7 @@ def compute_statistics(
     """
     ids = dataset.ids
     sampled = max_images is not None and max_images < len(ids)
-    if sampled:
+    if sampled and max_images is not None:
         picks = np.unique(np.linspace(0, len(ids) - 1, num=max(max_images, 1)).round().astype(int))
         ids = [ids[i] for i in picks]
     c = dataset.num_classes
@@ -199,7 +199,7 @@ def compute_statistics(
     for image_id in ids:
         if isinstance(dataset, CocoDataset):
             h, w = dataset.image_size(image_id)
-            mask = np.zeros((h, w), dtype=np.uint8)
+            mask: np.ndarray = np.zeros((h, w), dtype=np.uint8)
             for cls, m in dataset.instance_masks(image_id):
                 mask[m.astype(bool)] = cls
                 instances[cls] += 1
@@ -219,10 +219,10 @@ def compute_statistics(
             counts = binc[:c].astype(np.int64)
             ignored += int(binc[dataset.ignore_index]) if dataset.ignore_index < binc.size else 0
             if not isinstance(dataset, CocoDataset):
-                for cls in np.flatnonzero(counts):
-                    labelled, n = ndimage.label(mask == cls, structure=structure)
-                    instances[cls] += n
-                    areas.add(int(cls), np.bincount(labelled.ravel())[1:])
+                for present in np.flatnonzero(counts):
+                    labelled, n_objects = ndimage.label(mask == present, structure=structure)
+                    instances[present] += n_objects
+                    areas.add(int(present), np.bincount(labelled.ravel())[1:])
         sizes[f"{w}x{h}"] += 1
         total += h * w
         pixels += counts

@@ -192,7 +192,9 @@ def make_synthetic_coco(
                 ann["segmentation"] = [[round(v, 2) for xy in poly for v in xy]]
             annotations.append(ann)
             ann_id += 1
-    categories = [{"id": c, "name": f"{_SHAPES[(c - 1) % 3]}_{c}", "supercategory": "shape"} for c in range(1, num_classes + 1)]
+    categories = [
+        {"id": c, "name": f"{_SHAPES[(c - 1) % 3]}_{c}", "supercategory": "shape"} for c in range(1, num_classes + 1)
+    ]
     coco = {"images": images, "annotations": annotations, "categories": categories}
     (root / "annotations.json").write_text(json.dumps(coco), encoding="utf-8")
     test = None

@@ -21,7 +21,7 @@ import inspect
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 
@@ -164,8 +164,9 @@ def _context(cfg: ExperimentConfig) -> PresetContext:
     from segcore.data.policy import require_resolved
 
     require_resolved(cfg)
-    out = cfg.data.crop_size or cfg.data.image_size
-    return PresetContext(out_size=tuple(out) if out else None, fill_mask=mask_fill_value(cfg), task=cfg.data.task)
+    # require_resolved: crop_size is no longer 'auto'
+    out = cast("tuple[int, int] | None", cfg.data.crop_size or cfg.data.image_size)
+    return PresetContext(out_size=out if out else None, fill_mask=mask_fill_value(cfg), task=cfg.data.task)
 
 
 def build_transform_spec(spec: TransformSpec, ctx: PresetContext) -> Any:
@@ -216,7 +217,7 @@ def _resize_and_crop(cfg: ExperimentConfig, *, train: bool) -> list[Any]:
         h, w = cfg.data.image_size
         out.append(A.Resize(height=h, width=w, interpolation=1, mask_interpolation=0))
     if train and cfg.data.crop_size is not None:
-        h, w = cfg.data.crop_size
+        h, w = cast("tuple[int, int]", cfg.data.crop_size)  # resolved by the run before transforms are built
         fill_mask = mask_fill_value(cfg)
         # images smaller than the crop (mixed-size datasets) are padded, the padding ignored by the loss
         out.append(A.PadIfNeeded(min_height=h, min_width=w, border_mode=0, fill=0, fill_mask=fill_mask))
@@ -224,7 +225,8 @@ def _resize_and_crop(cfg: ExperimentConfig, *, train: bool) -> list[Any]:
         if rare.p > 0:
             from segcore.data.crops import RareClassCrop
 
-            out.append(RareClassCrop(height=h, width=w, class_weights=rare.class_weights, rare_p=rare.p))
+            weights = cast("list[float]", rare.class_weights)  # resolved by the run: no longer 'auto'
+            out.append(RareClassCrop(height=h, width=w, class_weights=weights, rare_p=rare.p))
         else:
             out.append(A.RandomCrop(height=h, width=w))
     return out

@@ -20,8 +20,8 @@ from segcore.data.formats._coco import validate_coco
 from segcore.data.formats._files import list_images
 from segcore.data.formats._mask_folder import validate_mask_folder
 from segcore.data.formats._multilabel_json import validate_multilabel_json
-from segcore.data.formats._problems import COORD_TOLERANCE as COORD_TOLERANCE  # importable as before the split
 from segcore.data.formats._problems import (
+    COORD_TOLERANCE as COORD_TOLERANCE,  # importable as before the split
     Collector,
     DatasetReport,
     Problem,
@@ -122,7 +122,8 @@ def validate_dataset(
     else:
         classes, n = validate_multilabel_json(source, root, classes, col, check_pixels)
     report.num_images = n
-    if n == 0 and not any(p.code in (ProblemCode.MISSING_FOLDER, ProblemCode.MISSING_ANNOTATION_FILE) for p in col.problems):
+    missing = (ProblemCode.MISSING_FOLDER, ProblemCode.MISSING_ANNOTATION_FILE)
+    if n == 0 and not any(p.code in missing for p in col.problems):
         col.add(ProblemCode.NO_IMAGES, "the dataset has no labelled images; add images with annotations", root)
     if task is TaskType.MULTICLASS and classes is not None and 0 <= ignore_index < len(classes):
         col.add(

@@ -37,7 +37,9 @@ Example:
     [0.6, 0.4, 0.0]
 """
 
+# Member and Targets (type aliases of the signatures) stay importable from here, as before the split.
 from segcore.ensemble._combine import (
+    Member as Member,
     Method,
     check_members,
     ensemble_probs,
@@ -45,10 +47,14 @@ from segcore.ensemble._combine import (
     iter_ensemble,
     iter_ensemble_labels,
 )
-from segcore.ensemble._search import SearchCache, WeightSearchResult, evaluate, greedy_selection, optimize_weights
-# the type aliases of the signatures, importable from here as before the split
-from segcore.ensemble._combine import Member as Member
-from segcore.ensemble._search import Targets as Targets
+from segcore.ensemble._search import (
+    SearchCache,
+    Targets as Targets,
+    WeightSearchResult,
+    evaluate,
+    greedy_selection,
+    optimize_weights,
+)
 
 __all__ = [
     "Method",

@@ -16,6 +16,8 @@ _METHODS = ("soft", "geometric", "vote")
 _EPS = 1e-4
 
 Member = StoreReader | str | Path
+Weights = Sequence[float] | np.ndarray  # one per member
+Thresholds = float | Sequence[float] | np.ndarray  # one for all classes, or one per class
 
 
 # ---------------------------------------------------------------- validation
@@ -74,7 +76,7 @@ def check_members(members: Sequence[Member]) -> list[StoreReader]:
     return readers
 
 
-def normalized_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
+def normalized_weights(weights: Weights | None, n: int) -> np.ndarray:
     """One weight per member, checked and normalised to sum 1; None gives equal weights."""
     if weights is None:
         return np.full(n, 1.0 / n)
@@ -86,7 +88,7 @@ def normalized_weights(weights: Sequence[float] | None, n: int) -> np.ndarray:
     return w / w.sum()
 
 
-def class_thresholds(thresholds: float | Sequence[float] | None, num_classes: int) -> np.ndarray:
+def class_thresholds(thresholds: Thresholds | None, num_classes: int) -> np.ndarray:
     """One multilabel threshold per class in [0, 1]; a single value (default 0.5) applies to all."""
     if thresholds is None:
         thresholds = 0.5
@@ -115,8 +117,8 @@ def ensemble_probs(
     *,
     task: str,
     method: Method = "soft",
-    weights: Sequence[float] | None = None,
-    thresholds: float | Sequence[float] | None = None,
+    weights: Weights | None = None,
+    thresholds: Thresholds | None = None,
 ) -> np.ndarray:
     """Combine one image's member probabilities.
 
@@ -225,7 +227,8 @@ def _labels(
     if task == "multiclass":
         pixels = np.indices(probs[0].shape[1:], sparse=True)
         for wi, p in zip(weights, probs):
-            votes[(p.argmax(0), *pixels)] += float(wi)  # one vote per pixel and member
+            at = (p.argmax(0), *pixels)
+            votes[at] += float(wi)  # one vote per pixel and member
         tied = votes >= votes.max(0, keepdims=True) - _TIE
         return _first_max(mean, among=tied).astype(dtype)
     member_thr = thresholds.astype(np.float32)[:, None, None]  # each member votes as ensemble_probs counts it
@@ -242,8 +245,8 @@ def iter_ensemble(
     members: Sequence[Member],
     *,
     method: Method = "soft",
-    weights: Sequence[float] | None = None,
-    thresholds: float | Sequence[float] | None = None,
+    weights: Weights | None = None,
+    thresholds: Thresholds | None = None,
     ids: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(image_id, C x H x W float32)`` of the ensemble, image by image.
@@ -266,8 +269,8 @@ def iter_ensemble_labels(
     members: Sequence[Member],
     *,
     method: Method = "soft",
-    weights: Sequence[float] | None = None,
-    thresholds: float | Sequence[float] | None = None,
+    weights: Weights | None = None,
+    thresholds: Thresholds | None = None,
     ids: Sequence[str] | None = None,
 ) -> Iterator[tuple[str, np.ndarray]]:
     """Yield ``(image_id, labels)``: H x W class indices (multiclass) or C x H x W {0, 1} (multilabel).
@@ -291,8 +294,8 @@ def ensemble_to_store(
     out_path: str | Path,
     *,
     method: Method = "soft",
-    weights: Sequence[float] | None = None,
-    thresholds: float | Sequence[float] | None = None,
+    weights: Weights | None = None,
+    thresholds: Thresholds | None = None,
     dtype: str = "uint8",
     max_side: int | None = None,
     meta: Mapping[str, Any] | None = None,

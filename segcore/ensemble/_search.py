@@ -13,6 +13,7 @@ import numpy as np
 from segcore.ensemble._combine import (
     Member,
     Method,
+    Weights,
     check_members,
     class_thresholds,
     iter_ensemble_labels,
@@ -236,7 +237,7 @@ class SearchCache:
                 total += np.float32(wj) * self.probs[j]
         return total
 
-    def score(self, weights: Sequence[float]) -> float:
+    def score(self, weights: Weights) -> float:
         """Dataset-level mIoU / mean Dice of the soft ensemble with ``weights`` on the grid."""
         w = normalized_weights(weights, self.probs.shape[0])
         return self.score_sum(self.weighted_sum(w), 1.0)

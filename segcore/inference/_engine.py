@@ -113,8 +113,8 @@ class Engine:
         *,
         task: str,
         normalize: Normalize,
-        tta: TTAPolicy | dict | None,
-        window: SlidingWindow | dict | None,
+        tta: TTAPolicy | dict[str, Any] | None,
+        window: SlidingWindow | dict[str, Any] | None,
         device: str | torch.device,
         batch_size: int,
         precision: Any,
@@ -145,7 +145,7 @@ class Engine:
 
     # ------------------------------------------------------------ model calls
 
-    def _autocast(self) -> contextlib.AbstractContextManager:
+    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=self.amp_dtype)
@@ -298,7 +298,7 @@ def fused(model: nn.Module) -> nn.Module:
     was_training = model.training
     try:
         fused = fuse(copy.deepcopy(model).eval())
-    except Exception:  # untraceable control flow: run the model as it is
+    except Exception:  # noqa: BLE001 - any failure to trace (untraceable control flow): run the model as it is
         return model
     finally:
         model.train(was_training)

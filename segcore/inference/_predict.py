@@ -45,8 +45,8 @@ def iter_predict(
     *,
     task: str = "multiclass",
     normalize: Normalize = "imagenet",
-    tta: TTAPolicy | dict | None = None,
-    window: SlidingWindow | dict | None = None,
+    tta: TTAPolicy | dict[str, Any] | None = None,
+    window: SlidingWindow | dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     precision: Any = "fp32",
@@ -96,8 +96,8 @@ def predict(
     *,
     task: str = "multiclass",
     normalize: Normalize = "imagenet",
-    tta: TTAPolicy | dict | None = None,
-    window: SlidingWindow | dict | None = None,
+    tta: TTAPolicy | dict[str, Any] | None = None,
+    window: SlidingWindow | dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     precision: Any = "fp32",
@@ -141,7 +141,7 @@ def predict(
         ConfigError: invalid settings.
     """
     single = isinstance(images, np.ndarray) and images.ndim in (2, 3)
-    seq = [images] if single else list(images)
+    seq = [images] if single and isinstance(images, np.ndarray) else list(images)
     with retained_heap():
         out = list(
             iter_predict(
@@ -187,8 +187,8 @@ def predict_checkpoint(
     checkpoint_dir: str | Path,
     images: Sequence[np.ndarray] | np.ndarray,
     *,
-    tta: TTAPolicy | dict | None = None,
-    window: SlidingWindow | dict | None = None,
+    tta: TTAPolicy | dict[str, Any] | None = None,
+    window: SlidingWindow | dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     precision: Any = "auto",
@@ -217,8 +217,8 @@ def predict_to_store(
     classes: Sequence[str] | None = None,
     task: str | None = None,
     normalize: Normalize | None = None,
-    tta: TTAPolicy | dict | None = None,
-    window: SlidingWindow | dict | None = None,
+    tta: TTAPolicy | dict[str, Any] | None = None,
+    window: SlidingWindow | dict[str, Any] | None = None,
     device: str | torch.device = "cpu",
     batch_size: int = 8,
     precision: Any = "auto",

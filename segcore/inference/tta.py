@@ -18,12 +18,18 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 __all__ = ["TTAPolicy", "View", "augment", "deaugment"]
+
+Rotation = Literal[0, 90, 180, 270]
+
+
+def _no_rotation() -> list[Rotation]:
+    return [0]
 
 
 class TTAPolicy(BaseModel):
@@ -40,20 +46,20 @@ class TTAPolicy(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     flips: list[Literal["h", "v"]] = Field(default_factory=list)
-    rotations: list[Literal[0, 90, 180, 270]] = Field(default_factory=lambda: [0])
+    rotations: list[Rotation] = Field(default_factory=_no_rotation)
     scales: list[float] = Field(default_factory=lambda: [1.0])
     merge: Literal["mean", "gmean"] = "mean"
 
     @field_validator("flips", "rotations", "scales")
     @classmethod
-    def _unique_nonempty(cls, v: list) -> list:
+    def _unique_nonempty(cls, v: list[Any]) -> list[Any]:
         if len(set(v)) != len(v):
             raise ValueError(f"duplicate entries in {v}")
         return v
 
     @field_validator("rotations", "scales")
     @classmethod
-    def _nonempty(cls, v: list) -> list:
+    def _nonempty(cls, v: list[Any]) -> list[Any]:
         if not v:
             raise ValueError("give at least one value (0 rotation / 1.0 scale is the plain view)")
         return v

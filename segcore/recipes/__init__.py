@@ -34,7 +34,8 @@ RECIPES: dict[str, Recipe] = {
                            "Adam + cosine, 256x256 crops + flips, batch 8.", False),
         Recipe("fast", "CPU-sized Unet-resnet18 from scratch for trying ideas in minutes: crops sized from the "
                        "data, half of them on rare classes, full-resolution validation.", False),
-        Recipe("strong", "Competition pipeline: UNet++ EfficientNet-B4, CE+IoU, flips/rot90, EMA (GPU, pretrained).", True),
+        Recipe("strong", "Competition pipeline: UNet++ EfficientNet-B4, CE+IoU, flips/rot90, EMA (GPU, pretrained).",
+               True),
         Recipe("xray", "Multilabel X-rays: sigmoid Unet, BCE+Dice, 1024 px, sliding-window prediction (GPU).", True),
     )
 }

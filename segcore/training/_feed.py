@@ -38,7 +38,7 @@ def item_seed(seed: int, epoch: int, index: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-class _Positions(Dataset):
+class _Positions(Dataset[int]):
     """A stand-in of the right length for ``DistributedSampler``, which only needs ``len``."""
 
     def __init__(self, n: int) -> None:
@@ -73,7 +73,9 @@ class SeededSampler(Sampler[tuple[int, int]]):
         self.seed = seed
         self.epoch = 0
         self.limit = limit
-        self._inner = DistributedSampler(_Positions(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed)
+        self._inner: DistributedSampler[int] = DistributedSampler(
+            _Positions(n), num_replicas=world, rank=rank, shuffle=shuffle, seed=seed
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -109,8 +111,8 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
 
 
-def make_loader(ds: Dataset, *, sampler: Sampler[Any], batch_size: int, workers: int, device: torch.device,
-                drop_last: bool = False) -> DataLoader:
+def make_loader(ds: Dataset[Any], *, sampler: Sampler[Any], batch_size: int, workers: int, device: torch.device,
+                drop_last: bool = False) -> DataLoader[Any]:
     """A loader whose workers live as long as it does and, for CUDA, fill pinned memory."""
     return DataLoader(
         ds,
@@ -140,7 +142,7 @@ class DeviceFeed:
         std: Per-channel std on the 0..1 scale.
     """
 
-    def __init__(self, loader: DataLoader, rt: Runtime, mean: Sequence[float], std: Sequence[float]) -> None:
+    def __init__(self, loader: DataLoader[Any], rt: Runtime, mean: Sequence[float], std: Sequence[float]) -> None:
         self.loader = loader
         self.rt = rt
         self.mean = torch.tensor(mean, dtype=torch.float32, device=rt.device).view(1, -1, 1, 1)

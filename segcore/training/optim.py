@@ -168,7 +168,7 @@ class Lookahead(Optimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         self.base.zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict[str, Any]:  # type: ignore[override]
+    def state_dict(self) -> dict[str, Any]:
         """The inner optimizer's state dict plus ``lookahead``: k, alpha, step count, slow weights."""
         return {
             "base": self.base.state_dict(),
@@ -180,7 +180,7 @@ class Lookahead(Optimizer):
             },
         }
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:  # type: ignore[override]
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` returned (for the same parameters)."""
         if "base" not in state_dict or "lookahead" not in state_dict:
             raise CheckpointError(

@@ -163,7 +163,7 @@ class SegDataset(abc.ABC):
     def _class_presence_row(self, image_id: str) -> np.ndarray:
         mask = self.load_mask(image_id)
         if self.task is TaskType.MULTILABEL:
-            return mask.reshape(mask.shape[0], -1).any(axis=1)
+            return np.asarray(mask.reshape(mask.shape[0], -1).any(axis=1))
         counts = np.bincount(mask.ravel(), minlength=256)[: self.num_classes]
         return counts > 0
 

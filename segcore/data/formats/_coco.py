@@ -74,6 +74,7 @@ class CocoDataset(SegDataset):
     """
 
     format = "coco"
+    source: CocoSource
 
     def __init__(self, *, coco: dict[str, Any], cat_to_class: dict[int, int], **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -274,7 +275,9 @@ def validate_coco(
     listed: set[Path] = set()
     for k, img in enumerate(data["images"]):
         if not isinstance(img, dict) or "file_name" not in img or "id" not in img:
-            col.add(ProblemCode.INVALID_ANNOTATION_FILE, f"images[{k}] lacks 'id' or 'file_name'; fix the entry", ann_path)
+            col.add(
+                ProblemCode.INVALID_ANNOTATION_FILE, f"images[{k}] lacks 'id' or 'file_name'; fix the entry", ann_path
+            )
             continue
         iid, fname = img["id"], str(img["file_name"])
         if iid in seen_ids:
@@ -355,11 +358,11 @@ def validate_coco(
                 ann_path,
             )
             continue
-        cid = ann.get("category_id")
-        if cid not in cat_ids:
+        cat_id = ann.get("category_id")
+        if cat_id not in cat_ids:
             col.add(
                 ProblemCode.UNKNOWN_CATEGORY,
-                f"{where} has category id {cid}, which is not in the categories list "
+                f"{where} has category id {cat_id}, which is not in the categories list "
                 f"({', '.join(map(str, sorted(cat_ids))) or 'empty'}); add the category or fix the annotation",
                 ann_path,
             )

@@ -50,7 +50,8 @@ def read_mask_array(path: Path) -> np.ndarray:
             f"cannot decode mask {path} ({exc}); the file is empty, truncated or not an image: replace it"
         ) from exc
     if arr.ndim == 3:
-        if arr.shape[2] >= 3 and not (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2])):
+        same = np.array_equal  # a colour mask: three or more channels that are not all equal
+        if arr.shape[2] >= 3 and not (same(arr[..., 0], arr[..., 1]) and same(arr[..., 0], arr[..., 2])):
             raise DatasetError(
                 f"mask {path} is a colour image; masks must be single-channel index images "
                 "(convert colours to class indices first)"
@@ -65,11 +66,12 @@ class MaskFolderDataset(SegDataset):
     """Images and index masks with the same stem; pixel values map to classes through ``value_map``."""
 
     format = "mask_folder"
+    source: MaskFolderSource
 
     def __init__(self, *, masks: dict[str, Path], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._masks = masks
-        src: MaskFolderSource = self.source
+        src = self.source
         self._lut = mask_value_lut(src.value_map, src.ignore_value, self.num_classes, self.ignore_index, 255)
 
     def mask_path(self, image_id: str) -> Path:
@@ -84,7 +86,7 @@ class MaskFolderDataset(SegDataset):
         raw = read_mask_array(self._masks[image_id])
         lut = self._lut
         if raw.size and int(raw.max()) >= lut.shape[0]:
-            src: MaskFolderSource = self.source
+            src = self.source
             lut = mask_value_lut(src.value_map, src.ignore_value, self.num_classes, self.ignore_index, int(raw.max()))
         if raw.min(initial=0) < 0:
             raise DatasetError(f"mask {self._masks[image_id]} has negative pixel values; use unsigned index masks")
