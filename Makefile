@@ -21,8 +21,14 @@ $(VENV)/.installed: pyproject.toml requirements/torch.txt
 system-deps:
 	bash scripts/system-deps.sh
 
-test: venv system-deps
+test: lint system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff, then mypy (strict) over segcore; both configured in pyproject.toml. mypy caches in .mypy_cache:
+# about 30 s cold on 2 cores, 1 s warm.
+lint: venv
+	$(BIN)/ruff check segcore
+	$(BIN)/mypy segcore
 
 demo: venv
 	bash scripts/demo.sh
