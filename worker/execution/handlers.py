@@ -225,7 +225,8 @@ def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
                       meta={"ensemble_id": ensemble_id})
     location = ctx.artifacts.push(out)
     with session_scope(ctx.factory) as s:
-        set_ensemble_result(s, actor=None, ensemble_id=ensemble_id, status=RunStatus.SUCCEEDED, test_store=location)
+        # its status follows this job (the lifecycle module sets it when the job finishes)
+        set_ensemble_result(s, actor=None, ensemble_id=ensemble_id, test_store=location)
     return {"ensemble_id": ensemble_id, "test_store": location}
 
 
@@ -285,8 +286,8 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
                 source=MaskFolderSource(root=location, ignore_value=ignore_index),
                 classes=classes, ignore_index=ignore_index, check_pixels=False, artifacts=ctx.artifacts,
             )
-        set_pseudo_round_result(s, actor=None, round_id=round_id, status=RunStatus.SUCCEEDED,
-                                report=_jsonable(report_dict), dataset_id=produced.id)
+        set_pseudo_round_result(s, actor=None, round_id=round_id, report=_jsonable(report_dict),
+                                dataset_id=produced.id)
     return {"round_id": round_id, "dataset_id": produced.id, "path": location}
 
 

@@ -236,6 +236,9 @@ def set_ensemble_result(
 ) -> EnsembleRead:
     """Update an ensemble after its queued test prediction (or a re-evaluation) ran.
 
+    ``status`` is for records made outside a job; one made by a job takes its status from the job
+    (:mod:`worker.services.lifecycle` copies it at each of the job's transitions).
+
     Raises:
         InvalidInput: unknown status.
         NotFound: no such ensemble.

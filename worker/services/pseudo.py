@@ -81,6 +81,9 @@ def set_pseudo_round_result(
 ) -> PseudoRoundRead:
     """Record what the round's job produced: its report and the pseudo-labelled dataset.
 
+    ``status`` is for records made outside a job; one made by a job takes its status from the job
+    (:mod:`worker.services.lifecycle` copies it at each of the job's transitions).
+
     Raises:
         InvalidInput: unknown status.
         NotFound: no such round or dataset.
