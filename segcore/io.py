@@ -21,8 +21,12 @@ from typing import Any
 
 __all__ = [
     "atomic_write_bytes", "atomic_write_text", "atomic_dir", "atomic_path", "recover_dir",
-    "append_jsonl", "read_jsonl", "rewrite_jsonl",
+    "append_jsonl", "read_jsonl", "rewrite_jsonl", "writer_alive", "LEFTOVER",
 ]
+
+#: Names of the temp (``.<name>.tmp-<pid>-<random>``) and set-aside (``.<name>.old-<pid>``) folders and
+#: files of atomic writes; ``name`` is what is being written, ``pid`` its writer.
+LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?P<what>tmp|old)-(?P<pid>\d+)(?:-\w+)?")
 
 
 @contextlib.contextmanager
@@ -101,7 +105,8 @@ def _libc() -> ctypes.CDLL | None:
         return None
 
 
-def _pid_alive(pid: int) -> bool:
+def writer_alive(pid: int) -> bool:
+    """Whether the process that named a temp folder ``.<name>.tmp-<pid>-*`` may still be writing it."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -114,9 +119,9 @@ def _pid_alive(pid: int) -> bool:
 def _leftovers(path: Path) -> Iterator[tuple[Path, str, int]]:
     """Temp and set-aside folders of earlier writes of ``path``: ``(sibling, kind, writer pid)``."""
     for sib in path.parent.glob(f".{glob.escape(path.name)}.*"):
-        m = re.fullmatch(rf"\.{re.escape(path.name)}\.(tmp|old)-(\d+)(?:-\w+)?", sib.name)
-        if m:
-            yield sib, m.group(1), int(m.group(2))
+        m = LEFTOVER.fullmatch(sib.name)
+        if m and m["name"] == path.name:
+            yield sib, m["what"], int(m["pid"])
 
 
 def recover_dir(path: str | Path) -> bool:
@@ -130,7 +135,7 @@ def recover_dir(path: str | Path) -> bool:
     if not path.parent.is_dir():
         return False
     for sib, kind, pid in sorted(_leftovers(path), key=lambda x: x[0].stat().st_mtime, reverse=True):
-        if pid == os.getpid() or _pid_alive(pid):
+        if pid == os.getpid() or writer_alive(pid):
             continue
         if kind == "old" and not path.exists():
             os.replace(sib, path)

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -305,6 +306,24 @@ class Artifacts:
         if not root.is_dir():
             return []
         return sorted((rel, p.stat().st_size) for rel, p in _walk(root))
+
+    def remove(self, location: str | os.PathLike[str]) -> None:
+        """Delete the file or folder stored at a location (remote or local)."""
+        text = self.resolve(location)
+        if not is_url(text):
+            path = _local(text)
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+            return
+        fs, path_ = self._filesystem(text)
+        try:
+            fs.rm(path_, recursive=True)
+        except FileNotFoundError:
+            return
+        except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear message
+            raise self._fail("delete", text, exc) from exc
 
     def exists(self, location: str | os.PathLike[str] | None) -> bool:
         """Whether something is stored at the location."""

@@ -23,13 +23,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from worker.db.session import session_scope
     from worker.services import doctor
 
+    from worker.artifacts import Artifacts
+
     settings = _settings(args)
     root = str(settings.artifact_root)
+    arts = Artifacts.from_settings(settings)
     with session_scope(_factory(settings)) as s:
         if args.fix:
-            report = doctor.repair(s, artifact_root=root)
+            report = doctor.repair(s, artifact_root=root, artifacts=arts)
         else:
-            report = doctor.examine(s, artifact_root=root)
+            report = doctor.examine(s, artifact_root=root, artifacts=arts)
     if args.json:
         print(json.dumps({
             "healthy": report.healthy,

@@ -108,3 +108,20 @@ def test_saved_ensemble_view(seeded, ui):
     ui.no_exceptions(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Validation miou"] == "0.8000" and metrics["Members"] == "2"
+
+
+def test_a_failed_ensemble_shows_its_jobs_error(seeded, ui):
+    from worker.db.models import Ensemble, RunStatus
+
+    with ui.scope() as s:
+        ens = s.get(Ensemble, seeded["ensemble"])
+        before = (ens.status, ens.error_message)
+        ens.status, ens.error_message = RunStatus.FAILED, "job 12 (ensemble) failed: member run 3 has no test store"
+    try:
+        at = ui.open_page("ensemble_builder", actor=seeded["ada"], ensemble=seeded["ensemble"])
+        ui.no_exceptions(at)
+        assert any("failed: job 12 (ensemble) failed: member run 3 has no test store" in e.value for e in at.error)
+    finally:
+        with ui.scope() as s:
+            ens = s.get(Ensemble, seeded["ensemble"])
+            ens.status, ens.error_message = before

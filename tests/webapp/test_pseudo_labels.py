@@ -76,3 +76,21 @@ def test_students_and_lineage(seeded, ui, published):
     chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                  if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Best student per round"))
     assert chart["data"][0]["x"] == [f"round {r1.id}", f"round {r1.id + 1}"]
+
+
+def test_a_failed_round_shows_its_jobs_error(seeded, ui):
+    from worker.db.models import PseudoRound, RunStatus
+    from worker.services import pseudo
+
+    with ui.scope() as s:
+        r = pseudo.create_pseudo_round(s, actor=seeded["ada"], name="broken", teacher_kind="run",
+                                       teacher_id=seeded["fpn_run"], params={})
+        row = s.get(PseudoRound, r.id)
+        row.status, row.error_message = RunStatus.FAILED, "job 9 (pseudo) failed: the teacher has no test store"
+    try:
+        at = ui.open_page("pseudo_labels", actor=seeded["ada"])
+        ui.no_exceptions(at)
+        assert any(f"Round {r.id} (broken) failed: job 9 (pseudo) failed" in e.value for e in at.error)
+    finally:
+        with ui.scope() as s:
+            s.delete(s.get(PseudoRound, r.id))

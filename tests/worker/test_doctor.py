@@ -139,3 +139,44 @@ def test_segboard_doctor_prints_json_and_exits_1_while_problems_are_left(
     assert main(["doctor", "--fix", "--database-url", str(settings.database_url)]) == 1
     text = capsys.readouterr().out
     assert "fixed  stale_lease" in text and "2 problem(s) left" in text
+
+
+def test_doctor_on_an_object_store_root(tmp_path: Path, s3_server: Any) -> None:
+    """A remote root: unknown folders and missing locations reported; uploaded temp leftovers deleted by --fix."""
+    from worker.artifacts import Artifacts
+
+    root = f"s3://{s3_server.bucket()}/segboard"
+    settings = make_settings(tmp_path, database_url=f"sqlite:///{tmp_path / 'd.db'}", redis_url=None,
+                             artifact_root=root, storage_options=s3_server.options)
+    factory = migrated(settings)
+    arts = Artifacts.from_settings(settings)
+    with session_scope(factory) as s:
+        first, second = create_experiment(s, actor=None, config=tiny_config(SOURCE), seeds=[0, 1]).run_ids
+    store = _store(arts.local_dir("runs", str(first), "predictions", "val"))
+    leftover = arts.local_dir("runs", str(first), "checkpoints", f".last.tmp-{_dead_pid()}-q9")
+    leftover.mkdir(parents=True)
+    (leftover / "model.safetensors").write_bytes(b"half a checkpoint")  # uploaded by an interrupted push
+    arts.push(arts.local_dir("runs", str(first)))
+    unknown = arts.local_dir("runs", "77", "checkpoints")
+    unknown.mkdir(parents=True)
+    (unknown / "config.json").write_text("{}")
+    arts.push(arts.local_dir("runs", "77"))
+    with session_scope(factory) as s:
+        s.get(Run, first).val_store = arts.location(store)
+        s.get(Run, second).test_store = f"{root}/runs/{second}/predictions/test"  # never uploaded
+
+    with session_scope(factory) as s:
+        report = doctor.examine(s, artifact_root=root, artifacts=arts)
+    found = {(f.problem.value, f.subject) for f in report.findings}
+    assert found == {
+        ("missing", f"{root}/runs/{second}/predictions/test"),
+        ("unknown", f"{root}/runs/77"),
+        ("temp_leftover", f"{root}/runs/{first}/checkpoints/{leftover.name}/model.safetensors"),
+    }
+    assert report.skipped and "checksums" in report.skipped[0]
+    with session_scope(factory) as s:
+        fixed = doctor.repair(s, artifact_root=root, artifacts=arts)
+    assert [f.problem.value for f in fixed.fixed] == ["temp_leftover"]
+    assert {f.problem.value for f in fixed.findings} == {"missing", "unknown"}
+    assert not any(".last.tmp-" in rel for rel, _ in arts.files(root))
+    assert arts.exists(f"{root}/runs/{first}/predictions/val")  # the store itself is untouched

@@ -53,6 +53,8 @@ def _saved(ensemble_id: int) -> None:
     c[3].metric("Test prediction", ens.status.value)
     st.caption(f"By {names.get(ens.owner_id, '?')} on {fmt_time(ens.created_at)} · TTA "
                f"{ens.tta or 'none'}" + (f" · {ens.note}" if ens.note else ""))
+    if ens.error_message:
+        st.error(f"Ensemble {ens.id} {ens.status.value}: {ens.error_message}")
     scores = list(ens.member_scores or [])
     rows = []
     for i, m in enumerate(ens.members):

@@ -188,6 +188,9 @@ def _lineage(rounds: list, names: dict) -> None:
     st.dataframe(frame, hide_index=True, width="stretch", key=_k("rounds"),
                  column_config={"best student val": st.column_config.NumberColumn(format="%.4f"),
                                 "best student public": st.column_config.NumberColumn(format="%.4f")})
+    for r in rounds:
+        if r.error_message:
+            st.error(f"Round {r.id} ({r.name}) {r.status.value}: {r.error_message}")
     # one line per chain of rounds, each round's scores in order
     fig = go.Figure()
     heads = [r for r in rounds if not any(o.parent_round_id == r.id for o in rounds)]

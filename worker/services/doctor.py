@@ -15,8 +15,10 @@ Findings (:class:`Finding`, by :class:`Problem`):
   running (``segcore.io``'s atomic writes). Fix: ``segcore.io.recover_dir`` (a set-aside folder
   whose original is missing is put back), else removed.
 
-Files are checked only under a local artifact root; with a remote root the database checks run
-and the file checks are reported as skipped.
+With a remote artifact root (``s3://...``) the same checks run on the bucket's listing, except the
+checksums (that would download every store): ``unknown`` folders are reported (not moved), ``missing``
+locations too, and ``temp_leftover`` is any temp or set-aside name that reached the bucket (uploads of
+a replaced or interrupted write); ``--fix`` deletes those remote leftovers while no run or job is running.
 """
 
 from __future__ import annotations
@@ -25,14 +27,14 @@ import dataclasses
 import datetime as dt
 import enum
 import os
-import re
 import shutil
 from pathlib import Path
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from segcore.io import recover_dir
+from segcore.io import LEFTOVER, recover_dir, writer_alive
+from worker.artifacts import Artifacts, is_url
 from worker.db.base import utcnow
 from worker.db.models import Job, Run, RunStatus
 from worker.services import lifecycle
@@ -41,7 +43,6 @@ from worker.services.inventory import FOLDERS, ArtifactKind, inventory
 __all__ = ["Problem", "Finding", "DoctorReport", "examine", "repair"]
 
 ORPHANS = ".doctor-orphans"
-_TEMP = re.compile(r"\.(?P<name>.+)\.(?P<what>tmp|old)-(?P<pid>\d+)(?:-\w+)?")
 
 
 class Problem(str, enum.Enum):
@@ -80,18 +81,6 @@ class DoctorReport:
     def healthy(self) -> bool:
         """Nothing left to report."""
         return not self.findings
-
-
-def _pid_alive(pid: int) -> bool:
-    # the same check as segcore.io's private one, which decides what recover_dir removes; to be
-    # one public function of segcore.io (with the leftover pattern) when segcore is next edited
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _stale(session: Session, now: dt.datetime) -> list[Finding]:
@@ -147,39 +136,77 @@ def _files(session: Session, root: Path) -> list[Finding]:
         if Path(dirpath) == root and ORPHANS in dirnames:
             dirnames.remove(ORPHANS)
         for name in [*dirnames, *filenames]:
-            m = _TEMP.fullmatch(name)
-            if m and not _pid_alive(int(m["pid"])):
+            m = LEFTOVER.fullmatch(name)
+            if m and not writer_alive(int(m["pid"])):
                 out.append(Finding(Problem.TEMP_LEFTOVER, str(Path(dirpath) / name),
                                    f"left by process {m['pid']}, which is no longer running"))
     return out
 
 
-def examine(session: Session, *, artifact_root: str, now: dt.datetime | None = None) -> DoctorReport:
-    """Check the database against the artifact root; reads only."""
+def _remote(session: Session, arts: Artifacts) -> list[Finding]:
+    inv = inventory(session)
+    listing = [rel for rel, _ in arts.files(arts.root)]
+    present = {"/".join(rel.split("/")[:i]) for rel in listing for i in range(1, rel.count("/") + 2)}
+    out: list[Finding] = []
+    for art in inv.artifacts:
+        loc = arts.resolve(art.location)
+        if not is_url(loc) or not loc.startswith(arts.root + "/"):
+            continue
+        if loc[len(arts.root) + 1:].rstrip("/") not in present:
+            out.append(Finding(Problem.MISSING, loc, f"{art.owner_kind} {art.owner_id} {art.role} is listed in "
+                                                     "the database but not in the bucket"))
+    for kind, folder in FOLDERS.items():
+        ids = {rel.split("/")[1] for rel in listing if rel.startswith(folder + "/") and rel.count("/") >= 2}
+        for name in sorted(i for i in ids if i.isdigit() and not inv.known(kind, int(i))):
+            out.append(Finding(Problem.UNKNOWN, f"{arts.root}/{folder}/{name}",
+                               f"{kind} {name} is not in the database; its files are unused"))
+    for rel in listing:
+        if any(LEFTOVER.fullmatch(part) for part in rel.split("/")):
+            out.append(Finding(Problem.TEMP_LEFTOVER, f"{arts.root}/{rel}",
+                               "a temp or set-aside file of an interrupted or replaced write was uploaded"))
+    return out
+
+
+def examine(session: Session, *, artifact_root: str, now: dt.datetime | None = None,
+            artifacts: Artifacts | None = None) -> DoctorReport:
+    """Check the database against the artifact root; reads only.
+
+    Args:
+        artifacts: The artifact root with its storage options; needed for a remote root.
+    """
     now = now or utcnow()
     findings = _stale(session, now)
     skipped: tuple[str, ...] = ()
-    if "://" in artifact_root and not artifact_root.startswith("file://"):
-        skipped = (f"file checks: the artifact root {artifact_root} is remote",)
+    if is_url(artifact_root) and not artifact_root.startswith("file://"):
+        if artifacts is None:
+            skipped = (f"file checks: the artifact root {artifact_root} is remote and no storage was given",)
+        else:
+            findings += _remote(session, artifacts)
+            skipped = ("checksums: not verified on a remote root (it would download every store)",)
     else:
         findings += _files(session, Path(artifact_root.removeprefix("file://")))
     return DoctorReport(findings=tuple(findings), skipped=skipped)
 
 
-def repair(session: Session, *, artifact_root: str, now: dt.datetime | None = None) -> DoctorReport:
+def repair(session: Session, *, artifact_root: str, now: dt.datetime | None = None,
+           artifacts: Artifacts | None = None) -> DoctorReport:
     """Fix what :func:`examine` finds and can fix; returns what is left and what was fixed.
 
     The caller commits (the lease fixes); the file fixes are done at once. Runs and jobs that
     are requeued are published by the reaper's next pass (``segboard up`` or ``segboard reaper``).
     """
     now = now or utcnow()
-    report = examine(session, artifact_root=artifact_root, now=now)
+    report = examine(session, artifact_root=artifact_root, now=now, artifacts=artifacts)
     fixed: list[Finding] = []
     if any(f.problem is Problem.STALE_LEASE for f in report.findings):
         lifecycle.reap(session, now=now)
         lifecycle.reap_jobs(session, now=now)
         session.flush()
         fixed += [f for f in report.findings if f.problem is Problem.STALE_LEASE]
+    if artifacts is not None and not artifacts.is_local:
+        fixed += _repair_remote(session, artifacts, report)
+        left = examine(session, artifact_root=artifact_root, now=now, artifacts=artifacts)
+        return DoctorReport(findings=left.findings, fixed=tuple(fixed), skipped=left.skipped)
     root = Path(artifact_root.removeprefix("file://"))
     stamp = now.strftime("%Y%m%dT%H%M%S")
     for f in report.findings:
@@ -191,12 +218,26 @@ def repair(session: Session, *, artifact_root: str, now: dt.datetime | None = No
             fixed.append(dataclasses.replace(f, detail=f"{f.detail}; moved to {dest}"))
         elif f.problem is Problem.TEMP_LEFTOVER and path.exists():
             if path.is_dir():
-                m = _TEMP.fullmatch(path.name)
+                m = LEFTOVER.fullmatch(path.name)
                 assert m is not None
                 recover_dir(path.parent / m["name"])
             else:
                 path.unlink(missing_ok=True)
             if not path.exists():
                 fixed.append(f)
-    left = examine(session, artifact_root=artifact_root, now=now)
+    left = examine(session, artifact_root=artifact_root, now=now, artifacts=artifacts)
     return DoctorReport(findings=left.findings, fixed=tuple(fixed), skipped=left.skipped)
+
+
+def _repair_remote(session: Session, arts: Artifacts, report: DoctorReport) -> list[Finding]:
+    """Delete uploaded temp leftovers, but only while nothing runs (a running write may own one)."""
+    busy = sum(session.scalar(sa.select(sa.func.count()).select_from(m).where(m.status == RunStatus.RUNNING)) or 0
+               for m in (Run, Job))
+    if busy:
+        return []
+    fixed = []
+    for f in report.findings:
+        if f.problem is Problem.TEMP_LEFTOVER:
+            arts.remove(f.subject)
+            fixed.append(f)
+    return fixed
