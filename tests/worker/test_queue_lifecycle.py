@@ -295,3 +295,19 @@ def test_a_training_stuck_after_a_cancel_is_ended(tmp_path: Path) -> None:
     assert "did not reach its next step within 0.5 s" in last
     keeper.stop()
     ctx.factory.kw["bind"].dispose()
+
+
+def test_a_resumed_training_drops_the_epochs_it_will_run_again(factory: Any) -> None:
+    """Epochs stored past the last checkpoint (a crash with checkpoint_every > 1) go when training restarts."""
+    (run_id,) = _submit(factory)
+    with session_scope(factory) as s:
+        token = lifecycle.claim_run(s, run_id=run_id, worker_name="w", device="cpu", lease_s=60)
+    for epoch in (1, 2, 3):
+        with session_scope(factory) as s:
+            assert lifecycle.record_epoch(s, token=token, epoch=epoch, epochs=5, train_loss=1.0, lr=0.1,
+                                          images_per_s=1.0, eta_s=1.0, val=None, is_best=False)
+    with session_scope(factory) as s:
+        assert lifecycle.start_training(s, token=token, start_epoch=2, total_epochs=5)
+    with session_scope(factory) as s:
+        assert list(s.scalars(sa.select(EpochMetric.epoch).where(EpochMetric.run_id == run_id))) == [1]
+        assert s.get(Run, run_id).current_epoch == 1

@@ -113,7 +113,8 @@ class _Progress:
     def on_train_start(self, info: dict[str, Any]) -> None:
         self.epochs = int(info.get("epochs") or 0) or None
         start = int(info.get("start_epoch") or 1)
-        self._write(lifecycle.record_progress, current_epoch=start - 1, total_epochs=self.epochs)
+        if not self._write(lifecycle.start_training, start_epoch=start, total_epochs=self.epochs):
+            self._stop(_Stop.LOST)
         with session_scope(self.ctx.factory) as s:
             lifecycle.record_log(
                 s,

@@ -60,6 +60,7 @@ from worker.services.lifecycle._progress import (
     record_epoch,
     record_log,
     record_progress,
+    start_training,
 )
 from worker.services.lifecycle._publication import (
     MAX_WORKERS_LOST,
@@ -82,6 +83,7 @@ __all__ = [
     "heartbeat_job",
     "record_epoch",
     "record_progress",
+    "start_training",
     "record_log",
     "record_checkpoint",
     "finish_run",

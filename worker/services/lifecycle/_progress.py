@@ -119,6 +119,22 @@ def record_progress(
     return session.execute(stmt).rowcount == 1
 
 
+def start_training(session: Session, *, token: ClaimToken, start_epoch: int, total_epochs: int | None) -> bool:
+    """A training (fresh or resumed) starts at ``start_epoch``: rows of that epoch and later go.
+
+    They belong to an earlier attempt that got past its last checkpoint; the epochs run again, so the
+    stored epochs match ``metrics.jsonl`` (which the training repairs the same way).
+
+    Returns:
+        False when the claim is no longer held (nothing written).
+    """
+    if not record_progress(session, token=token, current_epoch=start_epoch - 1, total_epochs=total_epochs):
+        return False
+    session.execute(sa.delete(EpochMetric).where(EpochMetric.run_id == token.object_id,
+                                                 EpochMetric.epoch >= start_epoch))
+    return True
+
+
 def record_log(
     session: Session,
     *,
