@@ -43,38 +43,22 @@ def assemble_oof(
     """
     if not stores:
         raise EnsembleError("a group's out-of-fold store needs at least one member validation store")
+    from segcore.inference._views import UnionView
+
     readers = [ProbabilityStore.open(p) for p in stores]
-    first = readers[0]
-    for r in readers[1:]:
-        if list(r.classes) != list(first.classes) or r.task != first.task:
-            raise EnsembleError(
-                f"{r.path} has classes {list(r.classes)} ({r.task}) but {first.path} has {list(first.classes)} "
-                f"({first.task}); only runs of the same dataset and task form a group"
-            )
-    holders: dict[str, list[StoreReader]] = {}
-    for r in readers:
-        for image_id in r.ids:
-            holders.setdefault(image_id, []).append(r)
-    tta = {str(r.tta) for r in readers}
+    union = UnionView(str(out_path), readers)
     with ProbabilityStore.create(
         out_path,
-        classes=list(first.classes),
-        task=first.task,
-        dtype=first.dtype,
-        max_side=first.max_side,
+        classes=list(union.classes),
+        task=union.task,
+        dtype=union.dtype,
+        max_side=union.max_side,
         meta={"kind": "oof", "members": [str(r.path) for r in readers], **(meta or {})},
-        tta=first.tta if len(tta) == 1 else None,
+        tta=union.tta,
         overwrite=overwrite,
     ) as writer:
-        for image_id in sorted(holders):
-            group = holders[image_id]
-            sizes = {g.size(image_id) for g in group}
-            if len(sizes) > 1:
-                raise EnsembleError(f"image {image_id!r} has different sizes in {[str(g.path) for g in group]}")
-            acc = group[0].read(image_id).astype(np.float32, copy=True)
-            for g in group[1:]:
-                acc += g.read(image_id)
-            writer.write(image_id, acc / len(group))
+        for image_id in union.ids:
+            writer.write(image_id, union.read(image_id))
     return ProbabilityStore.open(out_path)
 
 

@@ -16,11 +16,14 @@ from typing import Any
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "EnsembleView",
     "ProbabilityStore",
     "SlidingWindow",
     "StoreReader",
+    "StoreView",
     "StoreWriter",
     "TTAPolicy",
+    "UnionView",
     "blend_weights",
     "iter_predict",
     "labels_from_probs",
@@ -31,6 +34,9 @@ __all__ = [
 ]
 
 _WHERE = {
+    "StoreView": "_views",
+    "UnionView": "_views",
+    "EnsembleView": "_views",
     "IMAGENET_MEAN": "_predict",
     "IMAGENET_STD": "_predict",
     "iter_predict": "_predict",

@@ -14,7 +14,8 @@ import pytest
 from worker.db.models import Ensemble, EnsembleMethod, Run, RunGroup
 from worker.errors import InvalidInput
 from worker.services import candidates, ensembles, jobs, submissions
-from worker.services.probabilities import EnsembleView, UnionView, resolve_probabilities
+from segcore.inference import EnsembleView, UnionView
+from worker.services.probabilities import resolve_probabilities
 
 from .test_inspection_service import CLASSES, _class_pixels, _run, shapes, write_store  # noqa: F401
 

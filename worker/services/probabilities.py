@@ -33,15 +33,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from segcore.errors import SegcoreError, StoreError
+from segcore.errors import EnsembleError, SegcoreError, StoreError
+from segcore.inference import EnsembleView, UnionView
 from segcore.inference.store import StoreReader
 from worker.artifacts import ArtifactError, Artifacts, is_url, local_path
 from worker.db.models import Ensemble, Run, RunGroup, RunStatus, SourceKind
@@ -94,129 +93,15 @@ class ResolvedProbabilities:
 # --------------------------------------------------------------------------- combined views
 
 
-class _View(StoreReader):
-    """A read-only view that reads like a store, so segcore's ensemble and analysis code takes it.
-
-    It has no manifest of its own: ``StoreReader.__init__`` is deliberately not called; the
-    attributes segcore reads (``ids``, ``classes``, ``task``, ``size``, ``read``, ``path``,
-    ``source``, ``tta``) are set here.
-    """
-
-    def __init__(self, name: str, readers: Sequence[StoreReader], ids: list[str]) -> None:
-        first = readers[0]
-        self.path = Path(name)
-        self.source = name
-        self.classes = list(first.classes)
-        self.task = first.task
-        self.dtype = first.dtype
-        self.max_side = first.max_side
-        self.meta = {}
-        ttas = {str(r.tta) for r in readers}
-        self.tta = first.tta if len(ttas) == 1 else None
-        self.created = ""
-        self._manifest = {}
-        self._entries = {}
-        self.ids = ids
-        self._known = set(ids)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.source!r}, {len(self.ids)} images, {len(self.classes)} classes)"
-
-    def __contains__(self, image_id: object) -> bool:
-        return image_id in self._known
-
-    def _check(self, image_id: str) -> None:
-        if image_id not in self._known:
-            raise StoreError(f"image {image_id!r} is not among the {len(self.ids)} images of {self.source}")
-
-    def stored_size(self, image_id: str) -> tuple[int, int]:
-        return self.size(image_id)
-
-    def read_stored(self, image_id: str) -> np.ndarray:
-        return self.read(image_id)
-
-
-def _same_classes(readers: Sequence[StoreReader], what: str, hint: str) -> None:
-    first = readers[0]
-    for r in readers[1:]:
-        if list(r.classes) != list(first.classes) or r.task != first.task:
-            raise InvalidInput(f"{what}: {r.path} stores other classes or another task than {first.path}; {hint}")
-
-
-class UnionView(_View):
-    """A group's out-of-fold probabilities: the union of its runs' validation stores.
-
-    An image in several stores (a fold trained with several seeds) reads as their mean, like
-    :func:`segcore.oof.assemble_oof`, which writes the same union to a store; image sizes must agree.
-    """
-
-    def __init__(self, name: str, readers: Sequence[StoreReader]) -> None:
-        _same_classes(readers, name, "inspect its runs one by one")
-        owners: dict[str, list[StoreReader]] = {}
-        for r in readers:
-            for image_id in r.ids:
-                owners.setdefault(image_id, []).append(r)
-        for image_id, held in owners.items():
-            sizes = {h.size(image_id) for h in held}
-            if len(sizes) > 1:
-                raise InvalidInput(f"{name}: image {image_id!r} has different sizes in "
-                                   f"{[str(h.path) for h in held]}; predict the runs again on one dataset version")
-        super().__init__(name, readers, sorted(owners))
-        self._owners = owners
-
-    def size(self, image_id: str) -> tuple[int, int]:
-        self._check(image_id)
-        return self._owners[image_id][0].size(image_id)
-
-    def read(self, image_id: str, *, resolution: Literal["original", "stored"] = "original") -> np.ndarray:
-        self._check(image_id)
-        held = self._owners[image_id]
-        if len(held) == 1:
-            return held[0].read(image_id)
-        out = held[0].read(image_id).astype(np.float32, copy=True)
-        for r in held[1:]:
-            out += r.read(image_id)
-        out /= np.float32(len(held))
-        return out
-
-
-class EnsembleView(_View):
-    """An ensemble's probabilities: its members' combined image by image (:func:`segcore.ensemble.ensemble_probs`).
-
-    Covers the images every member has, in the first member's order; sizes must agree.
-    """
-
-    def __init__(self, name: str, members: Sequence[StoreReader], *, method: str,
-                 weights: Sequence[float]) -> None:
-        _same_classes(members, name, "an ensemble must combine predictions of the same classes")
-        shared = set(members[0].ids)
-        for m in members[1:]:
-            shared &= set(m.ids)
-        ids = [i for i in members[0].ids if i in shared]
-        for image_id in ids:
-            sizes = {m.size(image_id) for m in members}
-            if len(sizes) > 1:
-                raise InvalidInput(f"{name}: image {image_id!r} has different sizes in its members; "
-                                   "members must be predicted at the images' original sizes")
-        super().__init__(name, members, ids)
-        self._members = list(members)
-        self._method = method
-        self._weights = [float(w) for w in weights]
-
-    def size(self, image_id: str) -> tuple[int, int]:
-        self._check(image_id)
-        return self._members[0].size(image_id)
-
-    def read(self, image_id: str, *, resolution: Literal["original", "stored"] = "original") -> np.ndarray:
-        from segcore.ensemble import ensemble_probs
-
-        self._check(image_id)
-        probs = [m.read(image_id) for m in self._members]
-        return ensemble_probs(probs, task=self.task, method=self._method,  # type: ignore[arg-type] # checked name
-                              weights=self._weights)
-
-
 # --------------------------------------------------------------------------- resolving
+
+
+def _view(cls: Any, name: str, readers: Any, **kwargs: Any) -> Any:
+    """segcore's union or ensemble view; what makes it impossible is the caller's input problem."""
+    try:
+        return cls(name, readers, **kwargs)
+    except EnsembleError as exc:
+        raise InvalidInput(str(exc)) from exc
 
 
 def _identity(path: Path) -> dict[str, Any]:
@@ -298,7 +183,7 @@ def _group(session: Session, artifacts: Artifacts | None, group_id: int, split: 
         readers.append(reader)
         identities.append(identity)
     return ResolvedProbabilities(kind="group", id=group.id, name=group.label, what=what, split=split,
-                                 dataset_id=group.dataset_id, reader=UnionView(what, readers),
+                                 dataset_id=group.dataset_id, reader=_view(UnionView, what, readers),
                                  config=_config(done[0]), stores=identities, detail=detail)
 
 
@@ -331,7 +216,7 @@ def _ensemble(session: Session, artifacts: Artifacts | None, ensemble_id: int, s
             raise InvalidInput(f"{what} cannot be read: member {kind} {member_id}: {exc}") from exc
     # the saved weights, whatever the method: a weight search may have set them for a soft mean too
     weights = [float(m.get("weight", 1.0)) for m in members]
-    view = EnsembleView(what, [f.reader for f in found], method=segcore_method(method), weights=weights)
+    view = _view(EnsembleView, what, [f.reader for f in found], method=segcore_method(method), weights=weights)
     if not view.ids:
         raise InvalidInput(f"the members of {what} share no validation image (e.g. single runs of different "
                            "folds); build the ensemble from fold/seed groups, whose out-of-fold predictions cover "
