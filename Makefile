@@ -24,10 +24,10 @@ system-deps:
 test: lint system-deps
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-# ruff, then mypy (strict) over segcore; both configured in pyproject.toml. mypy caches in .mypy_cache:
-# about 30 s cold on 2 cores, 1 s warm.
+# ruff over segcore, worker and webapp, then mypy (strict) over segcore; both configured in pyproject.toml.
+# mypy caches in .mypy_cache: about 30 s cold on 2 cores, 1 s warm.
 lint: venv
-	$(BIN)/ruff check segcore
+	$(BIN)/ruff check segcore worker webapp
 	$(BIN)/mypy segcore
 
 demo: venv

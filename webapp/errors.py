@@ -135,7 +135,7 @@ def guard(action: str | None = None) -> Iterator[Outcome]:
     outcome = Outcome()
     try:
         yield outcome
-    except Exception as exc:  # noqa: BLE001 - this is the UI boundary
+    except Exception as exc:  # this is the UI boundary
         if not isinstance(exc, _EXPECTED):
             log.exception("%s failed", action or "page")
         outcome.error = exc

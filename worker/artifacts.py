@@ -178,7 +178,7 @@ class Artifacts:
         try:  # object stores have no folders: write and delete a small object to prove access
             fs.pipe_file(probe, b"")
             fs.rm_file(probe)
-        except Exception as exc:  # noqa: BLE001 - every driver raises its own types
+        except Exception as exc:  # every driver raises its own types
             raise self._fail("reach the artifact root", self.root, exc) from exc
 
     def _remote_files(self, url: str) -> dict[str, dict[str, Any]]:
@@ -188,7 +188,7 @@ class Artifacts:
             found = fs.find(path, detail=True, withdirs=False)
         except FileNotFoundError:
             found = {}
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("list", url, exc) from exc
         out: dict[str, dict[str, Any]] = {}
         prefix = path.rstrip("/") + "/"
@@ -239,7 +239,7 @@ class Artifacts:
                 temps.append(tmp)
             try:  # one batch: an async driver (s3fs) downloads the files concurrently
                 fs.get([remote for _, remote, _, _ in todo], temps)
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 for tmp in temps:
                     Path(tmp).unlink(missing_ok=True)
                 raise self._fail("download", text, exc) from exc
@@ -288,7 +288,7 @@ class Artifacts:
                     fetched.pop(rel, None)
         except ArtifactError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail("upload to", location, exc) from exc
         finally:
             _write_state(pushed_file, pushed)
@@ -322,7 +322,7 @@ class Artifacts:
             fs.rm(path_, recursive=True)
         except FileNotFoundError:
             return
-        except Exception as exc:  # noqa: BLE001 - any driver error becomes one clear message
+        except Exception as exc:  # any driver error becomes one clear message
             raise self._fail("delete", text, exc) from exc
 
     def exists(self, location: str | os.PathLike[str] | None) -> bool:

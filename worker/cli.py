@@ -124,9 +124,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from worker.execution.process import parse_devices, run_worker
-
     from worker.artifacts import Artifacts
+    from worker.execution.process import parse_devices, run_worker
 
     settings = _settings(args)
     try:
@@ -165,7 +164,6 @@ def cmd_reaper(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from segcore.config import load_config
-
     from worker.services.experiments import create_experiment
     from worker.services.outbox import Queued
 
@@ -211,7 +209,8 @@ def cmd_runs(args: argparse.Namespace) -> int:
     for r in runs:
         epoch = f"{r.current_epoch or 0}/{r.total_epochs or '?'}"
         score = f"{r.monitor_metric}={r.monitor_value:.4f}" if r.monitor_value is not None else "-"
-        rows.append([str(r.id), r.status.value + (" (cancelling)" if r.cancel_requested and r.status.value == "running" else ""),
+        cancelling = " (cancelling)" if r.cancel_requested and r.status.value == "running" else ""
+        rows.append([str(r.id), r.status.value + cancelling,
                      r.name[:40], epoch, score, r.worker_name or "-", str(r.priority), _fmt_time(r.queued_at)])
     print(_table(rows, ["id", "status", "name", "epoch", "best", "worker", "prio", "queued"]))
     return 0
@@ -305,8 +304,10 @@ def cmd_workers(args: argparse.Namespace) -> int:
     settings = _settings(args)
     with session_scope(_factory(settings)) as s:
         nodes = list_workers(s, stale_after_s=max(30.0, 3 * settings.heartbeat_s))
-    rows = [[n.name, n.status.value, ",".join(map(str, n.devices)), str(n.current_run_id or "-"), _fmt_time(n.last_seen_at)]
-            for n in nodes]
+    rows = [
+        [n.name, n.status.value, ",".join(map(str, n.devices)), str(n.current_run_id or "-"), _fmt_time(n.last_seen_at)]
+        for n in nodes
+    ]
     print(_table(rows, ["name", "status", "devices", "run", "last seen"]))
     return 0
 
@@ -316,7 +317,6 @@ def cmd_dataset_validate(args: argparse.Namespace) -> int:
 
     from segcore.config import DatasetSource, format_validation_error
     from segcore.data.validation import validate_dataset
-
     from worker.artifacts import Artifacts, is_url
 
     remote = is_url(args.path)
@@ -348,12 +348,16 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``segboard``."""
     from segcore.config import TaskType
 
-    p = argparse.ArgumentParser(prog="segboard", description="SegBoard: training queue and leaderboard for segmentation teams")
+    p = argparse.ArgumentParser(
+        prog="segboard", description="SegBoard: training queue and leaderboard for segmentation teams"
+    )
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def services(sp: argparse.ArgumentParser) -> None:
-        sp.add_argument("--database-url", help="SQLAlchemy URL (default: SEGBOARD_DATABASE_URL or SQLite under the home)")
-        sp.add_argument("--redis-url", help="Redis URL (default: SEGBOARD_REDIS_URL, or the embedded Redis of `segboard up`)")
+        sp.add_argument("--database-url",
+                        help="SQLAlchemy URL (default: SEGBOARD_DATABASE_URL or SQLite under the home)")
+        sp.add_argument("--redis-url",
+                        help="Redis URL (default: SEGBOARD_REDIS_URL, or the embedded Redis of `segboard up`)")
 
     db = sub.add_parser("db", help="database maintenance")
     dbsub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
@@ -408,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
     js.set_defaults(func=cmd_jobs)
 
     for name, fn, text in (("cancel", cmd_cancel, "cancel a queued or running run"),
-                           ("requeue", cmd_requeue, "queue a failed or cancelled run again (resumes from its checkpoint)")):
+                           ("requeue", cmd_requeue,
+                            "queue a failed or cancelled run again (resumes from its checkpoint)")):
         c = sub.add_parser(name, help=text)
         services(c)
         c.add_argument("run", type=int, help="run id")
@@ -465,7 +470,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _describe(exc: BaseException) -> str:
     from segcore.errors import SegcoreError
-
     from worker.errors import ServiceError
 
     if isinstance(exc, (CliError, ServiceError, SegcoreError)):

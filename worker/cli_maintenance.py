@@ -19,11 +19,10 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
     Returns 0 when nothing is left to report, 1 otherwise.
     """
+    from worker.artifacts import Artifacts
     from worker.cli import _factory, _settings
     from worker.db.session import session_scope
     from worker.services import doctor
-
-    from worker.artifacts import Artifacts
 
     settings = _settings(args)
     root = str(settings.artifact_root)

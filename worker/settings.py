@@ -61,7 +61,7 @@ def _read_settings_file(path: Path) -> dict[str, Any]:
                     continue
                 key, _, value = line.partition("=")
                 data[key.strip()] = value.strip().strip("'\"")
-    except Exception as exc:  # noqa: BLE001 - any parser error becomes one clear message
+    except Exception as exc:  # any parser error becomes one clear message
         raise SettingsFileError(f"cannot parse the settings file {path}: {exc}") from exc
     if not isinstance(data, dict):
         raise SettingsFileError(f"the settings file {path} must hold a mapping of names to values")
@@ -116,7 +116,8 @@ class Settings(BaseSettings):
         default=None, description="Local folder or fsspec URL (s3://bucket/prefix); default <home>/artifacts."
     )
     dataset_root: str | None = Field(
-        default=None, description="Folder or fsspec URL that dataset locations are relative to; default <home>/datasets."
+        default=None,
+        description="Folder or fsspec URL that dataset locations are relative to; default <home>/datasets.",
     )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,

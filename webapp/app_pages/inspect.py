@@ -22,8 +22,7 @@ import streamlit as st
 
 from segcore.config import TaskType
 from webapp import resources, state
-from webapp.components import inspection_charts as charts
-from webapp.components import links
+from webapp.components import inspection_charts as charts, links
 from webapp.components.layout import empty_state, fmt_score, page_header, query_int
 from webapp.errors import guard
 

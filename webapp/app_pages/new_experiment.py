@@ -195,12 +195,14 @@ def _form(ds: Any, slots: dict[str, Any]) -> dict[str, Any]:
     c = st.columns(3)
     archs = list(catalog.ARCHITECTURES)
     cfg.setdefault("model", {})["arch"] = c[0].selectbox(
-        "Architecture", archs, key=_k("arch"), help="\n".join(f"- **{a}**: {t}" for a, t in catalog.ARCHITECTURES.items()))
+        "Architecture", archs, key=_k("arch"),
+        help="\n".join(f"- **{a}**: {t}" for a, t in catalog.ARCHITECTURES.items()))
     encoders = catalog.encoder_names()
     if st.session_state.get(_k("encoder")) not in encoders:
         encoders = [st.session_state.get(_k("encoder")), *encoders]
+    families = ", ".join(catalog.ENCODER_FAMILIES)
     cfg["model"]["encoder"] = c[1].selectbox("Encoder", encoders, key=_k("encoder"),
-                                             help="Families used by the recipes: " + ", ".join(catalog.ENCODER_FAMILIES))
+                                             help="Families used by the recipes: " + families)
     weights = c[2].selectbox("Encoder weights", ["none", "imagenet"], key=_k("weights"),
                              help="'imagenet' downloads pretrained weights on the worker on first use.")
     cfg["model"]["encoder_weights"] = None if weights == "none" else weights
@@ -255,7 +257,8 @@ def _form(ds: Any, slots: dict[str, Any]) -> dict[str, Any]:
     st.markdown("##### Optimisation")
     c = st.columns(5)
     cfg.setdefault("optimizer", {})["name"] = c[0].selectbox(
-        "Optimizer", list(catalog.OPTIMIZERS), key=_k("optimizer"), format_func=lambda o: f"{o}: {catalog.OPTIMIZERS[o]}")
+        "Optimizer", list(catalog.OPTIMIZERS), key=_k("optimizer"),
+        format_func=lambda o: f"{o}: {catalog.OPTIMIZERS[o]}")
     cfg["optimizer"]["lr"] = c[1].number_input("Learning rate", min_value=0.0, format="%.2e", step=1e-4, key=_k("lr"))
     cfg["optimizer"]["weight_decay"] = c[2].number_input("Weight decay", min_value=0.0, format="%.2e", step=1e-5,
                                                          key=_k("wd"))
@@ -301,7 +304,8 @@ def _expansion(slots: dict[str, Any]) -> dict[str, Any]:
     c = st.columns([1, 2, 1])
     n_folds = int(c[0].number_input("k folds (1: the config's split)", min_value=1, max_value=20, value=1,
                                     key=_k("folds")))
-    seeds_text = c[1].text_input("Seeds", value="0", key=_k("seeds"), help="One run per seed (per fold), e.g. '0, 1, 2'.")
+    seeds_text = c[1].text_input("Seeds", value="0", key=_k("seeds"),
+                                 help="One run per seed (per fold), e.g. '0, 1, 2'.")
     priority = int(c[2].number_input("Priority (0-9)", min_value=0, max_value=9, value=0, key=_k("priority")))
     c = st.columns(2)
     tags = parse_tags(c[0].text_input("Tags", key=_k("tags"), placeholder="baseline, fpn"))
@@ -426,7 +430,9 @@ def render() -> None:
             st.error(st.session_state[_k("clone_error")])
 
     ds_id = st.selectbox("Dataset", list(by_id), key=_k("dataset"), on_change=_on_dataset_change,
-                         format_func=lambda i: f"{by_id[i].name} ({len(by_id[i].classes)} classes, {by_id[i].task.value})")
+                         format_func=lambda i: (
+                             f"{by_id[i].name} ({len(by_id[i].classes)} classes, {by_id[i].task.value})"
+                         ))
     ds = by_id[ds_id]
     slots: dict[str, Any] = {"general": st.container()}
     form_tab, yaml_tab = st.tabs(["Form", "YAML"], key=_k("tabs"), on_change="rerun")
@@ -461,7 +467,8 @@ def render() -> None:
                 st.caption("No change yet.")
             else:
                 st.dataframe(diff, hide_index=True, width="stretch", key=_k("clone_diff"))
-    st.caption(f"This queues {n_runs} run(s): {groups} group(s) x {exp['n_folds']} fold(s) x {len(exp['seeds'])} seed(s).")
+    st.caption(f"This queues {n_runs} run(s): {groups} group(s) x {exp['n_folds']} fold(s) "
+               f"x {len(exp['seeds'])} seed(s).")
     if st.button(f"Queue {n_runs} run(s)", type="primary", key=_k("submit")):
         _submit(ds, cfg, exp, slots)
     st.page_link(links.QUEUE, label="Open the queue", icon=":material/queue:")

@@ -206,8 +206,8 @@ def _lineage(rounds: list, names: dict) -> None:
                                  name=f"val ({chain[0].name})"))
         fig.add_trace(go.Scatter(x=labels, y=[r.best_student_public for r in chain], mode="lines+markers",
                                  name=f"public ({chain[0].name})", line={"dash": "dash"}))
-    fig.update_layout(title="Best student per round: validation and public", margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      height=320)
+    fig.update_layout(title="Best student per round: validation and public",
+                      margin={"l": 10, "r": 10, "t": 40, "b": 10}, height=320)
     st.plotly_chart(fig, key=_k("lineage_chart"))
 
 

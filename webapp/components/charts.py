@@ -215,7 +215,8 @@ def cv_public_scatter(correlation: Any, metric: str) -> go.Figure:
                        mode="lines", name="fit", line={"dash": "dot", "color": "#555"})
         )
     fig.update_layout(
-        title=f"{metric}: Pearson {_fmt(correlation.pearson)}, Spearman {_fmt(correlation.spearman)} (n={correlation.n})",
+        title=f"{metric}: Pearson {_fmt(correlation.pearson)}, Spearman {_fmt(correlation.spearman)} "
+        f"(n={correlation.n})",
         xaxis_title=f"validation {metric}", yaxis_title="public score", **{**_LAYOUT, "height": 380},
     )
     return fig
@@ -234,7 +235,9 @@ def per_class_metrics(classes: Sequence[str], per_class: Mapping[str, Sequence[f
     return fig
 
 
-def member_scores(names: Sequence[str], scores: Sequence[float | None], *, candidate: float | None, metric: str) -> go.Figure:
+def member_scores(
+    names: Sequence[str], scores: Sequence[float | None], *, candidate: float | None, metric: str
+) -> go.Figure:
     """Each member's score next to the candidate ensemble's (a horizontal line)."""
     fig = go.Figure(go.Bar(x=list(names), y=list(scores), marker_color=COMMON_COLOR, name="members"))
     if candidate is not None:

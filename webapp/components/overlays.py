@@ -47,7 +47,7 @@ def class_color(index: int, *, background_index: int | None = None) -> tuple[int
     if index < len(_BASE):
         return _BASE[index]
     rng = np.random.default_rng(index)  # beyond 20 classes: stable pseudo-random colours
-    return tuple(int(v) for v in rng.integers(40, 230, size=3))  # type: ignore[return-value]
+    return tuple(int(v) for v in rng.integers(40, 230, size=3))  # type: ignore[return-value]  # size=3: an RGB triple
 
 
 def class_palette(num_classes: int) -> np.ndarray:
@@ -168,6 +168,8 @@ def legend_html(
     return '<div style="display:flex;flex-wrap:wrap">' + "".join(items) + "</div>"
 
 
-def render_legend(classes: Sequence[str], *, present: Sequence[int] | None = None, skip_background: bool = False) -> None:
+def render_legend(
+    classes: Sequence[str], *, present: Sequence[int] | None = None, skip_background: bool = False
+) -> None:
     """Draw the class legend (see :func:`legend_html`)."""
     st.html(legend_html(classes, present=present, skip_background=skip_background))

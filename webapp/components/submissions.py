@@ -118,7 +118,7 @@ def render_submissions(
     elif group_id is not None:
         source = {"group_id": group_id}
     else:
-        source = {"ensemble_id": int(ensemble_id)}  # type: ignore[arg-type]
+        source = {"ensemble_id": int(ensemble_id)}  # type: ignore[arg-type]  # one of the three ids is set
     p = _prefix(source)
     subs = resources.read(submissions.list_submissions, **source)
     if subs:

@@ -58,7 +58,7 @@ def alembic_config(**attributes: Any) -> Config:
 @contextlib.contextmanager
 def _connection(target: Target) -> Iterator[sa.Connection]:
     own = not isinstance(target, sa.Engine)
-    engine = make_engine(target) if own else target  # type: ignore[arg-type]
+    engine = make_engine(target) if own else target  # type: ignore[arg-type]  # own: target is not an Engine
     try:
         with engine.begin() as conn:
             yield conn

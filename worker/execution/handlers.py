@@ -9,8 +9,8 @@ are fetched into the local mirror and every output is pushed before its location
 
 Targets and params:
 
-- ``predict``: ``{"run_ids": [..]}`` and/or ``{"group_ids": [..]}``; params ``split`` (``test``, default, or ``val``), ``tta``
-  (a :class:`segcore.inference.TTAPolicy` dict, or none), ``batch_size``. Test stores become the
+- ``predict``: ``{"run_ids": [..]}`` and/or ``{"group_ids": [..]}``; params ``split`` (``test``, default, or
+  ``val``), ``tta`` (a :class:`segcore.inference.TTAPolicy` dict, or none), ``batch_size``. Test stores become the
   runs' ``test_store``; a run's validation store from training (no TTA) is kept as it is. A group's
   test store is the mean of its succeeded runs' test probabilities (each predicted here).
 - ``evaluate``: ``{"run_ids": [..]}``; params ``tta``: scores each run's checkpoint on its
@@ -205,7 +205,6 @@ def _test_store(ctx: WorkerContext, kind: str, object_id: int) -> Any:
 def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     """Combine the members' test stores into the ensemble's test store."""
     from segcore.ensemble import ensemble_to_store
-
     from worker.services.ensembles import segcore_method, set_ensemble_result
 
     ensemble_id = int(job.target["ensemble_id"])
@@ -234,7 +233,6 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     """Pseudo-label the teacher's test images into a mask-folder dataset and register it."""
     from segcore.config import MaskFolderSource
     from segcore.pseudo import make_pseudo_labels
-
     from worker.schemas import PseudoParams
     from worker.services.candidates import pseudo_filters
     from worker.services.datasets import get_dataset, get_dataset_by_name, register_dataset
@@ -303,7 +301,6 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
 
     from segcore.inference import labels_from_probs
     from segcore.submission import write_class_map_csv, write_rle_csv
-
     from worker.services.submissions import set_submission_file
 
     submission_id = int(job.target["submission_id"])
@@ -316,6 +313,7 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
         elif sub.group_id is not None:
             kind, source_id = SourceKind.GROUP.value, sub.group_id
         else:
+            # a submission has exactly one source, so ensemble_id is set here
             kind, source_id = SourceKind.ENSEMBLE.value, int(sub.ensemble_id)  # type: ignore[arg-type]
         fmt = sub.format
     reader = _test_store(ctx, kind, source_id)
@@ -334,6 +332,7 @@ def submission_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]
         if reader.task != TaskType.MULTICLASS:
             raise InvalidInput("a class-map submission needs a multiclass model; use the csv_rle format")
         size = tuple(int(v) for v in job.params.get("size", (256, 256)))
+        # size is the job's two-number size param; tuple() of it is typed tuple[int, ...]
         rows = write_class_map_csv(out, labels(), size=size, num_classes=n)  # type: ignore[arg-type]
     elif fmt == "csv_rle":
         def masks() -> Any:

@@ -22,6 +22,7 @@ from typing import Any
 from worker.artifacts import open_local_dataset
 from worker.db.models import Job, JobKind, LogLevel
 from worker.db.session import session_scope
+from worker.execution.context import LeaseKeeper, WorkerContext
 from worker.execution.handlers import (
     ensemble_job,
     evaluate_job,
@@ -29,7 +30,6 @@ from worker.execution.handlers import (
     pseudo_job,
     submission_job,
 )
-from worker.execution.context import LeaseKeeper, WorkerContext
 from worker.execution.runner import describe_error
 from worker.services import lifecycle
 from worker.services.lifecycle import ClaimToken, LeaseState
@@ -76,7 +76,6 @@ Handler = Callable[[WorkerContext, JobSnapshot, Callable[[], None]], dict[str, A
 def _dataset_import(ctx: WorkerContext, job: JobSnapshot, check: Callable[[], None]) -> dict[str, Any]:
     """Open a registered dataset, compute its statistics (EDA) and store them."""
     from segcore.data.statistics import compute_statistics
-
     from worker.services.datasets import get_dataset, set_dataset_statistics
 
     dataset_id = int(job.target["dataset_id"])
@@ -174,7 +173,6 @@ def _execute(ctx: WorkerContext, token: ClaimToken, job: JobSnapshot, keeper: Le
 
 def _expected(exc: BaseException) -> bool:
     from segcore.errors import SegcoreError
-
     from worker.errors import ServiceError
 
     return isinstance(exc, (SegcoreError, ServiceError, NotImplementedError, KeyError))

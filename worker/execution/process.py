@@ -24,9 +24,9 @@ from collections.abc import Sequence
 
 from celery import Celery, signals
 
-from worker.queue.celery_app import make_celery, settings_of
 from worker.db.session import session_scope
 from worker.execution.context import WorkerContext
+from worker.queue.celery_app import make_celery, settings_of
 from worker.services import workers
 from worker.settings import Settings
 

@@ -175,7 +175,6 @@ class _Progress:
 def describe_error(exc: BaseException) -> str:
     """One line that says what went wrong (and, for expected errors, how to fix it)."""
     from segcore.errors import CheckpointError, ConfigError, DatasetError, SegcoreError, TrainingError
-
     from worker.errors import ServiceError
 
     if isinstance(exc, ServiceError):
@@ -254,7 +253,8 @@ def _train(
             lifecycle.record_log(
                 s,
                 run_id=token.object_id,
-                message=f"attempt {attempt}: {'resuming from ' + str(workdir / 'checkpoints' / 'last') if resume else 'starting'} "
+                message=f"attempt {attempt}: "
+                f"{'resuming from ' + str(workdir / 'checkpoints' / 'last') if resume else 'starting'} "
                 f"in {workdir} (pid {os.getpid()})",
             )
         result = fit(
@@ -266,7 +266,7 @@ def _train(
             device=ctx.fit_device,
             devices=ctx.fit_devices,
         )
-    except BaseException as exc:  # noqa: BLE001 - every failure is recorded, then re-raised if fatal
+    except BaseException as exc:  # every failure is recorded, then re-raised if fatal
         if progress is not None and progress.stop_reason is not None and isinstance(exc, progress.StopTraining):
             return _stopped(ctx, token, progress.stop_reason)
         if isinstance(exc, (SystemExit, KeyboardInterrupt)):

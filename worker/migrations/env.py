@@ -14,7 +14,7 @@ from worker.db.session import make_engine
 target_metadata = Base.metadata
 
 
-def _configure_and_run(connection) -> None:  # type: ignore[no-untyped-def]
+def _configure_and_run(connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

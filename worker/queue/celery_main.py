@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import os
 
+from worker.execution.process import DEVICES_ENV, install_worker_hooks, parse_devices
 from worker.queue.celery_app import make_celery
 from worker.queue.embedded import embedded_broker_url
-from worker.execution.process import DEVICES_ENV, install_worker_hooks, parse_devices
 from worker.settings import get_settings
 
 __all__ = ["app"]

@@ -19,8 +19,8 @@ from typing import Any
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.queue.celery_app import JOB_TASK, PRIORITY_STEPS, TRAIN_TASK, broker_priority, settings_of
 from worker.db.session import session_scope
+from worker.queue.celery_app import JOB_TASK, PRIORITY_STEPS, TRAIN_TASK, broker_priority, settings_of
 from worker.services import lifecycle
 from worker.services.lifecycle import Outgoing
 

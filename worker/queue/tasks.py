@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 
 
 @shared_task(name=TRAIN_TASK, bind=True, ignore_result=True)
-def train_run(self, run_id: int) -> str:  # type: ignore[no-untyped-def]
+def train_run(self, run_id: int) -> str:
     """Train run ``run_id`` on this worker process's device (a no-op if it is not queued)."""
     from worker.execution.process import current_context
     from worker.execution.runner import execute_run
@@ -31,7 +31,7 @@ def train_run(self, run_id: int) -> str:  # type: ignore[no-untyped-def]
 
 
 @shared_task(name=JOB_TASK, bind=True, ignore_result=True)
-def run_job(self, job_id: int) -> str:  # type: ignore[no-untyped-def]
+def run_job(self, job_id: int) -> str:
     """Execute job ``job_id`` (predict, evaluate, ensemble, ...) (a no-op if it is not queued)."""
     from worker.execution.job_runner import execute_job
     from worker.execution.process import current_context

@@ -16,10 +16,10 @@ Example:
 
 from worker.services import (
     audit,
+    candidates,
     datasets,
     ensembles,
     experiments,
-    candidates,
     groups,
     inspection,
     jobs,

@@ -163,7 +163,8 @@ def score(candidate: Candidate) -> dict[str, Any]:
         result = find(cache)
         weights = result.weights
         search = result.to_dict()
-    scored = seg.evaluate(readers, load_mask, method=segcore_method(c.method),  # type: ignore[arg-type] # known
+    # segcore_method returns a str that is one of segcore's Method names
+    scored = seg.evaluate(readers, load_mask, method=segcore_method(c.method),  # type: ignore[arg-type]
                           weights=weights, ignore_index=c.ignore_index)
     member_rows = []
     for m, name, recorded, reader in zip(c.members, c.names, c.recorded, readers, strict=True):

@@ -66,7 +66,9 @@ def segcore_method(method: EnsembleMethod | str) -> str:
     except KeyError:
         raise InvalidInput(f"unknown method {name!r}; use {', '.join(ENSEMBLE_METHODS)}") from None
 
-_MODELS = {SourceKind.RUN: (Run, "run"), SourceKind.GROUP: (RunGroup, "group"), SourceKind.ENSEMBLE: (Ensemble, "ensemble")}
+_MODELS = {
+    SourceKind.RUN: (Run, "run"), SourceKind.GROUP: (RunGroup, "group"), SourceKind.ENSEMBLE: (Ensemble, "ensemble")
+}
 
 
 def source_dataset_id(session: Session, kind: SourceKind | str, source_id: int) -> int | None:
@@ -76,6 +78,7 @@ def source_dataset_id(session: Session, kind: SourceKind | str, source_id: int) 
         NotFound: the source does not exist.
     """
     model, name = _MODELS[SourceKind(kind)]
+    # Run, RunGroup and Ensemble (the _MODELS values) all have dataset_id
     return get_or_raise(session, model, source_id, name).dataset_id  # type: ignore[attr-defined]
 
 
@@ -206,6 +209,7 @@ def save_candidate(
     missing: dict[str, list[int]] = {"run": [], "group": [], "ensemble": []}
     for m, _ in kept:
         model, kind = _MODELS[SourceKind(m["kind"])]
+        # Run, RunGroup and Ensemble (the _MODELS values) all have test_store
         if not get_or_raise(session, model, int(m["id"]), kind).test_store:  # type: ignore[attr-defined]
             missing[kind].append(int(m["id"]))
     if missing["ensemble"]:

@@ -151,7 +151,9 @@ def expand_configs(
                 runs.append((fold_of_run, seed, run_cfg))
         parts = [label] if label else []
         if n_folds > 1 or len(seeds) > 1:
-            parts.append(f"{n_folds} fold{'s' if n_folds > 1 else ''} x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}")
+            parts.append(
+                f"{n_folds} fold{'s' if n_folds > 1 else ''} x {len(seeds)} seed{'s' if len(seeds) > 1 else ''}"
+            )
         out.append((value, " ".join(parts) or "single", runs))
     return out
 

@@ -134,7 +134,9 @@ def _group_rows(
     ]
     for k in METRIC_KINDS:
         v = sa.case((done, Run.best_metrics[k].as_float()))
-        cols += [sa.func.avg(v).label(f"{k}_mean"), sa.func.avg(v * v).label(f"{k}_sq"), sa.func.count(v).label(f"{k}_n")]
+        cols += [
+            sa.func.avg(v).label(f"{k}_mean"), sa.func.avg(v * v).label(f"{k}_sq"), sa.func.count(v).label(f"{k}_n")
+        ]
     agg = sa.select(*cols).where(Run.group_id.is_not(None), *filters).group_by(Run.group_id).subquery()
     pub = _public_by(Submission.group_id)
     q = (

@@ -115,7 +115,9 @@ def _reads(session: Session, rounds: list[PseudoRound]) -> list[PseudoRoundRead]
     best_pub: dict[int, float] = {}
     if ids:
         for rid, run_id, value in session.execute(
-            sa.select(Run.pseudo_round_id, Run.id, Run.monitor_value).where(Run.pseudo_round_id.in_(ids)).order_by(Run.id)
+            sa.select(Run.pseudo_round_id, Run.id, Run.monitor_value)
+            .where(Run.pseudo_round_id.in_(ids))
+            .order_by(Run.id)
         ):
             students[rid].append(run_id)
             if value is not None and value > best_val.get(rid, float("-inf")):

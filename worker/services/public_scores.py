@@ -22,7 +22,7 @@ def source_key(run_id: int | None, group_id: int | None, ensemble_id: int | None
         return ("run", run_id)
     if group_id is not None:
         return ("group", group_id)
-    return ("ensemble", ensemble_id)  # type: ignore[return-value]
+    return ("ensemble", ensemble_id)  # type: ignore[return-value]  # a submission has exactly one source
 
 
 def _stats(metric: str, points: list[CorrelationPoint]) -> MetricCorrelation:
@@ -84,7 +84,9 @@ def correlation(
             values[("run", r[0])] = (kind, r[1], dict(zip(metrics, r[3:], strict=True)))
     if group_ids:
         mean = (
-            sa.select(Run.group_id.label("gid"), *[sa.func.avg(Run.best_metrics[m].as_float()).label(m) for m in metrics])
+            sa.select(
+                Run.group_id.label("gid"), *[sa.func.avg(Run.best_metrics[m].as_float()).label(m) for m in metrics]
+            )
             .where(Run.group_id.in_(group_ids), Run.status == RunStatus.SUCCEEDED)
             .group_by(Run.group_id)
             .subquery()
@@ -97,7 +99,9 @@ def correlation(
         )
         for r in session.execute(q):
             oof = r[3] or {}
-            vals = {m: (oof.get(m) if isinstance(oof.get(m), (int, float)) else r[4 + i]) for i, m in enumerate(metrics)}
+            vals = {
+                m: (oof.get(m) if isinstance(oof.get(m), (int, float)) else r[4 + i]) for i, m in enumerate(metrics)
+            }
             values[("group", r[0])] = (RowKind.GROUP, f"{r[2]} [{r[1]}]", vals)
     if ens_ids:
         q = sa.select(Ensemble.id, Ensemble.name, *[Ensemble.val_metrics[m].as_float() for m in metrics])

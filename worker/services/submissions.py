@@ -34,7 +34,7 @@ def create_submission(
     group_id: int | None = None,
     ensemble_id: int | None = None,
     file_path: str | None = None,
-    format: str = "csv_rle",
+    format: str = "csv_rle",  # noqa: A002 - the keyword callers and the stored column use
     tta: dict[str, Any] | None = None,
     note: str = "",
 ) -> SubmissionRead:
@@ -49,7 +49,8 @@ def create_submission(
         NotFound: the source does not exist.
     """
     check_actor(session, actor)
-    given = {k: v for k, v in (("run_id", run_id), ("group_id", group_id), ("ensemble_id", ensemble_id)) if v is not None}
+    sources = (("run_id", run_id), ("group_id", group_id), ("ensemble_id", ensemble_id))
+    given = {k: v for k, v in sources if v is not None}
     if len(given) != 1:
         raise InvalidInput(
             f"a submission comes from exactly one of run_id, group_id, ensemble_id; got {given or 'none'}"
@@ -61,6 +62,7 @@ def create_submission(
     elif group_id is not None:
         dataset_id = get_or_raise(session, RunGroup, group_id, "group").dataset_id
     else:
+        # exactly one source was given (checked above), so ensemble_id is set
         dataset_id = get_or_raise(session, Ensemble, ensemble_id, "ensemble").dataset_id  # type: ignore[arg-type]
     sub = Submission(
         run_id=run_id, group_id=group_id, ensemble_id=ensemble_id, dataset_id=dataset_id, file_path=file_path,
@@ -173,7 +175,9 @@ class PendingPredictions:
     missing_ensembles: list[int] = dataclasses.field(default_factory=list)
 
 
-def pending_test_predictions(session: Session, *, kind: SourceKind | str, id: int) -> PendingPredictions:  # noqa: A002
+def pending_test_predictions(
+    session: Session, *, kind: SourceKind | str, id: int  # noqa: A002 - the service-wide name of an object's id
+) -> PendingPredictions:
     """The pending jobs and missing member predictions behind a source's test predictions.
 
     Raises:
@@ -197,7 +201,7 @@ def pending_test_predictions(session: Session, *, kind: SourceKind | str, id: in
         for m in ens.members:
             member_kind, member_id = SourceKind(m["kind"]), int(m["id"])
             obj = session.get(models[member_kind], member_id)
-            if obj is not None and not obj.test_store:  # type: ignore[attr-defined]
+            if obj is not None and not obj.test_store:  # type: ignore[attr-defined]  # Run, RunGroup, Ensemble
                 missing[member_kind].append(member_id)
         runs.update(int(m["id"]) for m in ens.members if m["kind"] == SourceKind.RUN.value)
         groups.update(int(m["id"]) for m in ens.members if m["kind"] == SourceKind.GROUP.value)

@@ -106,7 +106,7 @@ def _decoded(prepared: Inspectable, image_id: str, threshold: float) -> tuple[np
         except (StoreError, DatasetError, EnsembleError) as exc:
             raise segcore_error(exc, f"image {image_id!r}") from exc
 
-    return _VIEWS.get(key, make)  # type: ignore[return-value]
+    return _VIEWS.get(key, make)
 
 
 def _view(

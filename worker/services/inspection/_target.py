@@ -233,10 +233,10 @@ def parse_source(source: Any) -> tuple[str, int]:
 def one_source(run_id: int | None, group_id: int | None, ensemble_id: int | None, source: Source | None) -> Source:
     given = [(k, v) for k, v in (("run", run_id), ("group", group_id), ("ensemble", ensemble_id)) if v is not None]
     if source is not None:
-        given.append(tuple(source))  # type: ignore[arg-type]
+        given.append(tuple(source))  # type: ignore[arg-type]  # a Source is a (kind, id) pair; tuple() loses that
     if len(given) != 1:
         raise InvalidInput("name exactly one of run_id, group_id, ensemble_id (or source=('run', id))")
-    return given[0]  # type: ignore[return-value]
+    return given[0]
 
 
 # --------------------------------------------------------------------------- caching

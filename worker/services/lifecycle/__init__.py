@@ -2,8 +2,9 @@
 
 Every function takes the session first and the rest keyword-only; none commits (the caller owns
 the transaction). What a person does (cancel, requeue, priority) is written to the audit log with
-the optional ``actor``; what workers and the reaper do is written to the run's log. A run moves ``queued -> running -> succeeded | failed | cancelled``; ``requeue``
-puts a failed or cancelled run back to ``queued``, and the reaper puts a running run whose lease
+the optional ``actor``; what workers and the reaper do is written to the run's log. A run moves
+``queued -> running -> succeeded | failed | cancelled``; ``requeue`` puts a failed or cancelled run
+back to ``queued``, and the reaper puts a running run whose lease
 expired back to ``queued`` (it resumes from its last checkpoint).
 
 Exclusive execution rests on two rules:

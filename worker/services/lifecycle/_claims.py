@@ -199,7 +199,7 @@ def fail_run(
     """
     if token is None and run_id is None:
         raise InvalidInput("fail_run needs the claim token or the run id")
-    object_id = token.object_id if token is not None else int(run_id)  # type: ignore[arg-type]
+    object_id = token.object_id if token is not None else int(run_id)  # type: ignore[arg-type]  # checked above
     return _fail(session, "run", object_id, token, error_message, _now(now))
 
 
@@ -214,7 +214,7 @@ def fail_job(
     """Mark a job failed; see :func:`fail_run`."""
     if token is None and job_id is None:
         raise InvalidInput("fail_job needs the claim token or the job id")
-    object_id = token.object_id if token is not None else int(job_id)  # type: ignore[arg-type]
+    object_id = token.object_id if token is not None else int(job_id)  # type: ignore[arg-type]  # checked above
     return _fail(session, "job", object_id, token, error_message, _now(now))
 
 

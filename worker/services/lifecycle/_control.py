@@ -8,7 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from worker.db.models import Job, LogLevel, Run, RunStatus
-from worker.errors import Conflict, InvalidInput, NotFound
+from worker.errors import Conflict
 from worker.services._common import check_actor, check_priority
 from worker.services.audit import record_event
 from worker.services.lifecycle._base import _QUEUED, _RUNNING, _get, _log, _model, _now, _settle_owner

@@ -13,7 +13,6 @@ from worker.db.models import EpochMetric, LogLevel, Run
 from worker.errors import InvalidInput
 from worker.services.lifecycle._base import ClaimToken, _log, _now, _owned
 
-
 # ------------------------------------------------------------------ progress
 
 
