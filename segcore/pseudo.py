@@ -274,7 +274,7 @@ def make_pseudo_labels(
     if preview:
         run(None)
     else:
-        final = Path(out_dir).resolve()  # type: ignore[arg-type]
+        final = Path(out_dir).resolve()  # type: ignore[arg-type]  # set unless preview (checked above)
         if final.exists() and not overwrite:
             raise ConfigError(f"{final} already exists; choose another folder or pass overwrite=True")
         try:

@@ -153,7 +153,7 @@ class Lookahead(Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]  # Optimizer.step is overloaded on closure
         """One inner step; every ``k``-th also updates the slow weights."""
         if self._slow is None:  # the slow weights start where this window starts
             self._slow = [p.detach().clone() for p in self._params()]

@@ -79,7 +79,7 @@ class DatasetReport(BaseModel):
     image_sizes: dict[str, int] = Field(default_factory=dict, description='"WxH" -> number of images')
     problems: list[Problem] = Field(default_factory=list)
 
-    @computed_field  # type: ignore[prop-decorator]
+    @computed_field  # type: ignore[prop-decorator]  # pydantic documents this ignore for @computed_field on a property
     @property
     def ok(self) -> bool:
         """True when there is no error (warnings allowed)."""
