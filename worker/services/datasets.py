@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from statistics import median
 from typing import Any
 
 import sqlalchemy as sa
@@ -28,6 +29,7 @@ __all__ = [
     "open_files",
     "preview_statistics",
     "preview_augmentations",
+    "preview_crop",
 ]
 
 _SOURCE = TypeAdapter(DatasetSource)
@@ -219,3 +221,60 @@ def preview_augmentations(dataset: DatasetRead, opened: Any, augmentation: dict[
                                                     "image_size": image_size},
                         "augmentation": augmentation})
     return preview(opened, cfg, list(opened.ids)[: max(n, 1)], n, seed=seed)
+
+
+def _image_sizes(dataset: DatasetRead) -> dict[str, int]:
+    """The ``"WxH" -> count`` histogram of a dataset: its statistics, else its registration report."""
+    for record in (dataset.statistics or {}, dataset.report or {}):
+        sizes = record.get("image_sizes")
+        if sizes:
+            return {str(k): int(v) for k, v in sizes.items()}
+    return {}
+
+
+def preview_crop(session: Session, *, dataset_id: int, config: dict[str, Any]) -> str:
+    """What a config's ``data.crop_size`` comes to on a registered dataset, in one line (for a form).
+
+    ``auto`` is worked out with :func:`segcore.data.policy.auto_crop_side` from the image sizes stored
+    for the whole dataset (its statistics, else its registration report). A run resolves it once from its
+    own training split, so the size it stores can differ when the split's sizes differ from the whole set's.
+
+    Args:
+        dataset_id: The registered dataset.
+        config: An experiment config as a dict; only ``model`` and ``data`` are read, so a form whose
+            other sections are still invalid gets its preview.
+
+    Returns:
+        e.g. ``"auto: 128x128 (median short side 240 px over 715 images, multiple of 32)"``,
+        ``"fixed: 256x256"`` or ``"none: whole images"``.
+
+    Raises:
+        NotFound: no such dataset.
+        InvalidInput: the config's ``data`` or ``model`` section is invalid.
+    """
+    from segcore.config import DataConfig, ModelConfig
+
+    ds = get_dataset(session, dataset_id=dataset_id)
+    try:
+        data = DataConfig.model_validate(config.get("data") or {})
+        model = ModelConfig.model_validate(config.get("model") or {})
+    except ValidationError as exc:
+        raise InvalidInput("the crop size cannot be previewed:\n" + format_validation_error(exc)) from exc
+    if data.crop_size is None:
+        size = data.image_size
+        return "none: whole images" + (f" resized to {size[0]}x{size[1]}" if size else "")
+    if data.crop_size != "auto":
+        return f"fixed: {data.crop_size[0]}x{data.crop_size[1]}"
+    from segcore.data.policy import auto_crop_side, short_sides_from_histogram
+    from segcore.models import model_input_multiple  # torch: imported only when a form asks for 'auto'
+
+    sides = short_sides_from_histogram(_image_sizes(ds))
+    if not sides:
+        return "auto: chosen when the run starts (no image sizes are stored for this dataset yet)"
+    if data.image_size is not None:  # the crop is taken after the resize
+        sides = [min(data.image_size)] * len(sides)
+    multiple = model_input_multiple(model)
+    side = auto_crop_side(sides, multiple)
+    mid = median(sides)
+    return (f"auto: {side}x{side} (median short side {mid:g} px over {len(sides)} images, "
+            f"multiple of {multiple})")

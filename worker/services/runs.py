@@ -9,17 +9,22 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
+from pydantic import ValidationError
 from sqlalchemy.orm import Session, load_only
 
+from worker.artifacts import ArtifactError, Artifacts, local_path
 from worker.db.base import utcnow
 from worker.db.models import EpochMetric, Job, Run, RunLog, RunStatus, WorkerNode, WorkerStatus
-from worker.errors import InvalidInput
+from worker.errors import InvalidInput, ServiceError
 from worker.schemas import ConfigChange, EpochMetricRead, LogLine, QueueSummary, RunRead, RunSummary
 from worker.services._common import check_actor, clean_tags, get_or_raise, json_array_contains
 from worker.services.audit import record_event
+
+if TYPE_CHECKING:
+    from segcore.data.policy import DataPolicy
 
 __all__ = [
     "get_run",
@@ -29,6 +34,7 @@ __all__ = [
     "run_logs",
     "queue_summary",
     "config_diff",
+    "data_policy",
     "set_run_tags",
     "run_tags",
 ]
@@ -198,6 +204,41 @@ def queue_summary(session: Session, *, limit: int = 50, stale_after_s: float = 6
         runs_by_status=runs_by_status, jobs_by_status=jobs_by_status, running=running, queued=queued,
         workers_online=int(online or 0),
     )
+
+
+def data_policy(session: Session, *, run_id: int, artifacts: Artifacts | None) -> DataPolicy | None:
+    """The data policy a run chose when it started (``data_policy.json`` in its run folder).
+
+    Args:
+        run_id: The run.
+        artifacts: The artifact root, to fetch the file when the run folder is remote; None: it must be local.
+
+    Returns:
+        The crop, its rule in one line and the class shares and weights; None when the run has not
+        started yet, or was trained before runs recorded their policy.
+
+    Raises:
+        NotFound: no such run.
+        ServiceError: the file exists but is not a data policy.
+    """
+    from segcore.data.policy import DataPolicy
+
+    folder = get_or_raise(session, Run, run_id, "run").artifact_dir
+    if not folder:
+        return None
+    location = f"{str(folder).rstrip('/')}/data_policy.json"
+    try:
+        text = local_path(artifacts, location).read_text()
+    except (ArtifactError, FileNotFoundError):
+        return None
+    try:
+        return DataPolicy.model_validate_json(text)
+    except ValidationError as exc:
+        raise ServiceError(
+            f"{location} is not a data policy record ({exc.error_count()} problem(s), first: "
+            f"{exc.errors()[0]['msg']}); it is truncated or from another version, and the run's config.json "
+            "still says which crop it trained with"
+        ) from exc
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
