@@ -327,6 +327,14 @@ def run_tags(dataset_id: int | None = None) -> list[str]:
     return read(svc.run_tags, dataset_id=dataset_id)
 
 
+@cached(ttl=60)
+def crop_preview(dataset_id: int, sections: str) -> str:
+    """What ``data.crop_size`` comes to on a dataset; ``sections``: the config's data and model as JSON."""
+    from worker.services import datasets as svc
+
+    return read(svc.preview_crop, dataset_id=dataset_id, config=json.loads(sections))
+
+
 @cached(ttl=10)
 def correlation(dataset_id: int) -> Any:
     """How each validation metric kind tracks the public score on a dataset."""

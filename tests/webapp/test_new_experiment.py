@@ -134,3 +134,50 @@ def test_without_a_dataset(env, ui):
     at = ui.open_page("new_experiment")
     ui.no_exceptions(at)
     assert any("Register a dataset first" in i.value for i in at.info)
+
+
+def _crop_mode(at):
+    return next(s for s in at.selectbox if s.label == "Training crop")
+
+
+def test_auto_crop_shows_the_size_it_resolves_to_and_is_queued_as_auto(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    assert _crop_mode(at).value == "none" and _num(at, "Rare-class crop").value == 0.0
+    assert not any("Training crop on" in c.value for c in at.caption)
+    _crop_mode(at).set_value("auto").run()
+    ui.no_exceptions(at)
+    assert _num(at, "Crop height").disabled
+    # the tiny dataset's images are 64x64: half of 64, clamped to 128, is capped at the short side
+    assert any("Training crop on tiny: auto: 64x64 (median short side 64 px over 12 images, multiple of 32)"
+               in c.value for c in at.caption)
+    _num(at, "Rare-class crop").set_value(0.3)
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    data = _experiments(ui)[0].config["data"]
+    assert data["crop_size"] == "auto" and data["rare_class_crop"]["p"] == 0.3
+
+
+def test_fixed_crop_and_a_clone_keeps_the_crop(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    _crop_mode(at).set_value("fixed").run()
+    _num(at, "Crop height").set_value(64)
+    _num(at, "Crop width").set_value(32)
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    exp = _experiments(ui)[0]
+    assert exp.config["data"]["crop_size"] == [64, 32]
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(n for n in at.number_input if n.label == "Run id").set_value(exp.run_ids[0])
+    _btn(at, "Load its config").click().run()
+    ui.no_exceptions(at)
+    assert _crop_mode(at).value == "fixed"
+    assert (_num(at, "Crop height").value, _num(at, "Crop width").value) == (64, 32)
+
+
+def test_rare_class_crops_without_a_crop_are_refused_at_the_data_fields(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    _num(at, "Rare-class crop").set_value(0.5)
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    assert any("rare_class_crop.p > 0 places training crops" in e.value for e in at.error)
+    assert any("Nothing was queued" in e.value for e in at.error) and not published
