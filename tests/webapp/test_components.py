@@ -197,3 +197,16 @@ def test_the_dashboard_imports_no_torch():
             "webapp.components.submissions, webapp.components.charts; print('torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300)
     assert out.stdout.strip().splitlines()[-1] == "False"
+
+
+def test_data_policy_frame_has_a_column_per_list_and_names_extra_classes():
+    from types import SimpleNamespace
+
+    from webapp.components.tables import data_policy_frame
+
+    policy = SimpleNamespace(class_shares=[0.9, 0.1], rare_crop_weights=None, loss_weights=[0.5, 1.5])
+    frame = data_policy_frame(["bg"], policy)
+    assert list(frame.columns) == ["class", "pixel share", "loss weight"]
+    assert list(frame["class"]) == ["bg", "class 1"] and list(frame["loss weight"]) == [0.5, 1.5]
+    crop_only = SimpleNamespace(class_shares=None, rare_crop_weights=None, loss_weights=None)
+    assert list(data_policy_frame(["bg"], crop_only).columns) == ["class"]

@@ -139,3 +139,37 @@ def test_artifacts_in_an_s3_root_are_listed_and_downloaded(seeded, ui, s3_server
     assert len(buttons) == 1 and "metrics.json" in buttons[0].proto.label
     mirrored = Path(str(resources.app_settings().artifact_cache_dir)) / "s3"
     assert (next(mirrored.rglob("metrics.json"))).read_text() == '{"miou": 0.78}'  # fetched from the bucket
+
+
+def _policy_markdown(at) -> list[str]:
+    return [m.value for m in at.markdown if m.value.startswith("Training crop, ")]
+
+
+def test_run_page_shows_the_data_policy_when_the_run_has_one(seeded, ui, tmp_path):
+    from segcore.data.policy import DataPolicy
+    from worker.db.models import Run
+
+    run_id = seeded["fpn_run"]
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=run_id)
+    ui.no_exceptions(at)  # no run folder: no section
+    assert not _policy_markdown(at) and not any(m.value == "##### Data policy" for m in at.markdown)
+    folder = tmp_path / "artifacts" / "runs" / str(run_id)
+    folder.mkdir(parents=True)
+    with ui.scope() as s:
+        s.get(Run, run_id).artifact_dir = str(folder)
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=run_id)
+    ui.no_exceptions(at)  # a folder without data_policy.json (a run from before): still no section
+    assert not _policy_markdown(at)
+    rule = ("auto: median short side 64 px x 0.5, clamped to [128, 512], at most the short side, multiple of 32 "
+            "-> 64x64")
+    policy = DataPolicy(crop_size=(64, 64), crop_auto=True, crop_rule=rule, median_short_side=64.0,
+                        num_train_images=9, class_shares=[0.7, 0.2, 0.08, 0.02],
+                        rare_crop_weights=[0.4, 0.8, 1.2, 1.6], loss_weights=None)
+    (folder / "data_policy.json").write_text(policy.model_dump_json(indent=2))
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=run_id)
+    ui.no_exceptions(at)
+    (line,) = _policy_markdown(at)
+    assert rule in line and "9 training image(s)" in line
+    table = next(t.value for t in at.dataframe if "pixel share" in t.value.columns)
+    assert list(table.columns) == ["class", "pixel share", "crop weight"]  # no loss weights were chosen
+    assert list(table["class"]) == ui.CLASSES and table["crop weight"].iloc[3] == 1.6

@@ -16,7 +16,7 @@ from webapp import resources, state
 from webapp.components import charts, links
 from webapp.components.layout import fmt_duration, fmt_score, fmt_time, member_names, page_header, query_int
 from webapp.components.submissions import render_submissions
-from webapp.components.tables import per_class_frame
+from webapp.components.tables import data_policy_frame, per_class_frame
 from webapp.errors import guard
 
 __all__ = ["render", "artifact_files"]
@@ -74,6 +74,26 @@ def _header(run, names: dict) -> None:
     if run.parent_run_id is not None:
         with c[3]:
             links.link_run(run.parent_run_id, label=f"Parent run {run.parent_run_id}")
+
+
+def _data_policy(run, classes: list[str]) -> None:
+    """How the run chose its training crop (and class weights), from its data_policy.json; nothing without one."""
+    from worker.services import runs as svc
+
+    with guard("Reading the run's data policy"):
+        policy = resources.read(svc.data_policy, run_id=run.id, artifacts=resources.artifacts())
+        if policy is None:
+            return
+        st.markdown("##### Data policy")
+        st.markdown(f"Training crop, {policy.crop_rule} "
+                    f"(from {policy.num_train_images} training image(s); validation on whole images)")
+        frame = data_policy_frame(classes, policy)
+        if len(frame.columns) > 1:
+            with st.expander("Per class: pixel share and weights"):
+                st.dataframe(frame, hide_index=True, width="stretch", key=_k("data_policy"),
+                             column_config={"pixel share": st.column_config.NumberColumn(format="%.4f"),
+                                            "crop weight": st.column_config.NumberColumn(format="%.3f"),
+                                            "loss weight": st.column_config.NumberColumn(format="%.3f")})
 
 
 def _curves(run) -> None:
@@ -171,6 +191,7 @@ def _render_run(run_id: int) -> None:
     if run.dataset_id is not None:
         with guard("Loading the dataset"):
             classes = resources.read(datasets.get_dataset, dataset_id=run.dataset_id).classes
+    _data_policy(run, classes)
     tabs = st.tabs(["Curves", "Per-class metrics", "Config", "Artifacts", "Submissions", "Log"], key=_k("tabs"),
                    on_change="rerun")  # the open tab survives the rerun after a write
     with tabs[0]:

@@ -9,7 +9,8 @@ import pandas as pd
 
 from webapp.components.links import page_url
 
-__all__ = ["METRIC_COLUMNS", "row_key", "row_label", "leaderboard_frame", "correlation_frame", "per_class_frame"]
+__all__ = ["METRIC_COLUMNS", "row_key", "row_label", "leaderboard_frame", "correlation_frame", "per_class_frame",
+           "data_policy_frame"]
 
 # The validation metric kinds that get a leaderboard column (the worker's METRIC_KINDS).
 METRIC_COLUMNS: tuple[str, ...] = ("miou", "miou_per_image", "dice", "dice_per_image", "pixel_accuracy")
@@ -104,3 +105,19 @@ def per_class_frame(classes: Sequence[str], best_metrics: Mapping[str, Any] | No
             vals = list(values) + [None] * (len(classes) - len(values))
             data[kind] = vals[: len(classes)]
     return pd.DataFrame(data)
+
+
+def data_policy_frame(classes: Sequence[str], policy: Any) -> pd.DataFrame:
+    """Per class: pixel share, crop weight and loss weight of a run's data policy (the lists it has).
+
+    Returns:
+        A frame with a ``class`` column and one column per list the policy holds; empty when it holds none.
+    """
+    lists = {"pixel share": policy.class_shares, "crop weight": policy.rare_crop_weights,
+             "loss weight": policy.loss_weights}
+    lists = {k: list(v) for k, v in lists.items() if v}
+    if not lists:
+        return pd.DataFrame(columns=["class"])
+    n = max(len(v) for v in lists.values())
+    names = list(classes)[:n] + [f"class {i}" for i in range(len(classes), n)]
+    return pd.DataFrame({"class": names, **{k: v + [None] * (n - len(v)) for k, v in lists.items()}})
