@@ -92,6 +92,9 @@ class Platform:
             "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SEGBOARD_HOME": str(home),
             "SEGBOARD_DATASET_ROOT": str(data), "SEGBOARD_HEARTBEAT_S": "0.5", "SEGBOARD_LEASE_S": "4",
             "SEGBOARD_REAPER_INTERVAL_S": "0.5", "SEGBOARD_WORKER_NAME": "chaos",
+            # the harness kills the same run's worker again and again on purpose; the rule that fails a
+            # run after repeated losses (usually out of memory) is tested in the suite, not here
+            "SEGBOARD_MAX_WORKERS_LOST": "100",
         })
         self.log = home / "up.log"
         home.mkdir(parents=True, exist_ok=True)

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
         default=3600, gt=0, description="Redis redelivers an unacknowledged message after this many seconds."
     )
     reaper_interval_s: float = Field(default=10.0, gt=0, description="Seconds between reaper passes.")
+    max_workers_lost: int = Field(
+        default=3, ge=1, le=100,
+        description="A run (or job) whose worker dies this many times in a row fails instead of being requeued "
+        "(a process killed again and again is usually out of memory); raise it on preemptible machines.",
+    )
     queue_name: str = Field(default="segboard", min_length=1, description="Celery queue for training runs.")
     jobs_queue_name: str = Field(default="segboard-jobs", min_length=1, description="Celery queue for other jobs.")
     worker_name: str | None = Field(default=None, description="This worker's name; default: the host name.")

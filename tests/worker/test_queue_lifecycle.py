@@ -311,3 +311,18 @@ def test_a_resumed_training_drops_the_epochs_it_will_run_again(factory: Any) -> 
     with session_scope(factory) as s:
         assert list(s.scalars(sa.select(EpochMetric.epoch).where(EpochMetric.run_id == run_id))) == [1]
         assert s.get(Run, run_id).current_epoch == 1
+
+
+def test_the_allowance_of_lost_workers_is_a_setting(factory: Any) -> None:
+    """Preemptible machines: with max_lost 5 the third loss requeues, the fifth fails."""
+    (run_id,) = _submit(factory)
+    t = utcnow()
+    for i in range(5):
+        assert _run(factory, run_id).status is RunStatus.QUEUED, i
+        with session_scope(factory) as s:
+            assert lifecycle.claim_run(s, run_id=run_id, worker_name=f"w{i}", device="cpu", lease_s=1, now=t)
+        t += dt.timedelta(seconds=5)
+        with session_scope(factory) as s:
+            lifecycle.reap(s, now=t, max_lost=5)
+    run = _run(factory, run_id)
+    assert run.status is RunStatus.FAILED and "died 5 times" in run.error_message and run.lost_count == 5

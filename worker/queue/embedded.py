@@ -403,7 +403,8 @@ def run_up(
             try:
                 with session_scope(factory) as s:
                     out = lifecycle.requeue_dead_worker(s, worker_names=worker_names,
-                                                        reason=f"exited with code {code}")
+                                                        reason=f"exited with code {code}",
+                                                        max_lost=settings.max_workers_lost)
                 if out:
                     say("requeued " + ", ".join(f"{o.kind} {o.object_id}" for o in out)
                         + " of the dead worker; they resume from their last checkpoint")

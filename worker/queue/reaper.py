@@ -68,8 +68,9 @@ class Reaper:
         """
         after = republish_after_s(self.settings)
         with session_scope(self.factory) as s:
-            run_ids = lifecycle.reap(s, now=now, republish_after_s=after)
-            job_ids = lifecycle.reap_jobs(s, now=now, republish_after_s=after)
+            most = self.settings.max_workers_lost
+            run_ids = lifecycle.reap(s, now=now, republish_after_s=after, max_lost=most)
+            job_ids = lifecycle.reap_jobs(s, now=now, republish_after_s=after, max_lost=most)
             never = {(o.kind, o.object_id) for o in lifecycle.pending_publication(s)}
         waiting = waiting_in_broker(self.app) if (run_ids or job_ids) else set()
 

@@ -74,14 +74,15 @@ MAX_WORKERS_LOST = 3
 
 
 def _settle_lost(
-    session: Session, kind: str, object_id: int, where: sa.ColumnElement[bool], why: str, now: dt.datetime
+    session: Session, kind: str, object_id: int, where: sa.ColumnElement[bool], why: str, now: dt.datetime,
+    max_lost: int = MAX_WORKERS_LOST,
 ) -> bool:
     """Put a run (or job) whose worker died back in the queue, or end it; True when it was requeued.
 
     ``where`` conditions the update on the state the caller saw (an expired lease, a dead
     worker's name), so a late heartbeat that renewed the lease wins. A cancel requested ends it
-    cancelled; the :data:`MAX_WORKERS_LOST`-th loss in a row fails it; otherwise it is requeued with
-    ``attempt`` and ``lost_count`` + 1.
+    cancelled; the ``max_lost``-th loss in a row (:data:`MAX_WORKERS_LOST` unless the settings say
+    otherwise) fails it; otherwise it is requeued with ``attempt`` and ``lost_count`` + 1.
     """
     model = _model(kind)
     row = session.execute(
@@ -96,9 +97,9 @@ def _settle_lost(
             _log(session, kind, object_id, f"cancelled: its worker {worker_name} {why}", LogLevel.WARNING, now)
             _settle_owner(session, kind, object_id)
         return False
-    if lost + 1 >= MAX_WORKERS_LOST:
+    if lost + 1 >= max_lost:
         error = (
-            f"its worker died {MAX_WORKERS_LOST} times while running it (last: {worker_name}, which {why}); a "
+            f"its worker died {max_lost} times while running it (last: {worker_name}, which {why}); a "
             "process killed again and again is usually out of memory: lower training.batch_size or the image "
             "size, then requeue it"
         )
@@ -118,7 +119,7 @@ def _settle_lost(
     return True
 
 
-def _reap(session: Session, kind: str, now: dt.datetime, republish_after_s: float) -> list[int]:
+def _reap(session: Session, kind: str, now: dt.datetime, republish_after_s: float, max_lost: int) -> list[int]:
     model = _model(kind)
     expired = session.execute(
         sa.select(model.id, model.heartbeat_at).where(model.status == _RUNNING, model.lease_expires_at < now)
@@ -127,7 +128,8 @@ def _reap(session: Session, kind: str, now: dt.datetime, republish_after_s: floa
     for object_id, heartbeat_at in expired:
         last = heartbeat_at.isoformat(timespec="seconds") if heartbeat_at else "never"
         where = sa.and_(model.status == _RUNNING, model.lease_expires_at < now)
-        if _settle_lost(session, kind, object_id, where, f"stopped sending heartbeats (last at {last})", now):
+        if _settle_lost(session, kind, object_id, where, f"stopped sending heartbeats (last at {last})", now,
+                        max_lost):
             requeued.append(object_id)
     cutoff = now - dt.timedelta(seconds=republish_after_s)
     stale = session.execute(
@@ -143,7 +145,8 @@ def _reap(session: Session, kind: str, now: dt.datetime, republish_after_s: floa
 
 
 def requeue_dead_worker(
-    session: Session, *, worker_names: Iterable[str], reason: str = "died", now: dt.datetime | None = None
+    session: Session, *, worker_names: Iterable[str], reason: str = "died", now: dt.datetime | None = None,
+    max_lost: int = MAX_WORKERS_LOST,
 ) -> list[Outgoing]:
     """Recover at once the runs and jobs held by worker processes known to be dead.
 
@@ -166,12 +169,13 @@ def requeue_dead_worker(
         held = session.scalars(sa.select(model.id).where(model.status == _RUNNING, model.worker_name.in_(names)))
         for object_id in list(held):
             where = sa.and_(model.status == _RUNNING, model.worker_name.in_(names))
-            if _settle_lost(session, kind, object_id, where, reason, now):
+            if _settle_lost(session, kind, object_id, where, reason, now, max_lost):
                 out += _pending(session, model, kind, [object_id])
     return out
 
 
-def reap(session: Session, *, now: dt.datetime | None = None, republish_after_s: float = 30.0) -> list[int]:
+def reap(session: Session, *, now: dt.datetime | None = None, republish_after_s: float = 30.0,
+         max_lost: int = MAX_WORKERS_LOST) -> list[int]:
     """Recover runs whose worker died and queued runs whose message may be lost.
 
     - A running run whose lease expired goes back to ``queued`` (or to ``cancelled`` when a cancel
@@ -186,9 +190,10 @@ def reap(session: Session, *, now: dt.datetime | None = None, republish_after_s:
         in the broker, publishes the rest after committing and marks them with
         :func:`publish_queued`.
     """
-    return _reap(session, "run", _now(now), republish_after_s)
+    return _reap(session, "run", _now(now), republish_after_s, max_lost)
 
 
-def reap_jobs(session: Session, *, now: dt.datetime | None = None, republish_after_s: float = 30.0) -> list[int]:
+def reap_jobs(session: Session, *, now: dt.datetime | None = None, republish_after_s: float = 30.0,
+              max_lost: int = MAX_WORKERS_LOST) -> list[int]:
     """Recover jobs as :func:`reap` recovers runs."""
-    return _reap(session, "job", _now(now), republish_after_s)
+    return _reap(session, "job", _now(now), republish_after_s, max_lost)
