@@ -8,7 +8,6 @@ config of the expansion is valid.
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 import pandas as pd
@@ -20,6 +19,7 @@ from segcore import catalog
 from segcore.config import ExperimentConfig, Precision, TaskType
 from webapp import resources, state
 from webapp.components import links
+from webapp.components.crop_controls import crop_controls
 from webapp.components.forms import (
     config_changes,
     field_errors,
@@ -35,9 +35,9 @@ from webapp.components.forms import (
 from webapp.components.layout import empty_state, page_header
 from webapp.components.overlays import overlay_mask, render_legend
 from webapp.errors import guard
-from worker.errors import ConfigError, SegcoreError, ServiceError
+from worker.errors import ConfigError
 
-__all__ = ["render", "GRID_AXES", "CROP_MODES", "grid_values", "base_config", "crop_size"]
+__all__ = ["render", "GRID_AXES", "grid_values", "base_config"]
 
 PAGE = "new_experiment"
 # Ablation axes offered in the form: label -> dotted config path (None: type a path).
@@ -51,12 +51,6 @@ GRID_AXES: dict[str, str | None] = {
     "each scheduler": "scheduler.name",
     "learning rates": "optimizer.lr",
     "another config field": None,
-}
-# data.crop_size as the form offers it (docs/recipes.md, "Resolution policy").
-CROP_MODES: dict[str, str] = {
-    "none": "train on whole images",
-    "auto": "half the median short side, clamped to [128, 512], chosen once per run",
-    "fixed": "random crops of the height and width given",
 }
 _SECTIONS = ("name", "data", "model", "loss", "augmentation", "optimizer", "scheduler", "training", "evaluation")
 
@@ -75,13 +69,6 @@ def base_config(ds: Any) -> dict[str, Any]:
         "loss": {"terms": [{"name": "ce" if ds.task is TaskType.MULTICLASS else "bce", "weight": 0.6},
                            {"name": "jaccard", "weight": 0.4}]},
     }
-
-
-def crop_size(mode: str, height: int, width: int) -> str | list[int] | None:
-    """``data.crop_size`` from the form's crop mode (one of :data:`CROP_MODES`) and fixed size."""
-    if mode == "auto":
-        return "auto"
-    return [height, width] if mode == "fixed" else None
 
 
 def grid_values(axis: str, picked: list[Any]) -> list[Any]:
@@ -299,36 +286,11 @@ def _form(ds: Any, slots: dict[str, Any]) -> dict[str, Any]:
     cfg["training"]["precision"] = c[4].selectbox("Precision", [p.value for p in Precision], key=_k("precision"))
     cfg.setdefault("evaluation", {})["monitor"] = c[5].selectbox(
         "Monitor", [m for m in catalog.METRICS], key=_k("monitor"), help="The metric that picks the best checkpoint.")
-    c = st.columns(4)
-    mode = c[0].selectbox("Training crop", list(CROP_MODES), key=_k("crop_mode"),
-                          format_func=lambda m: f"{m}: {CROP_MODES[m]}",
-                          help="Validation and prediction always run on whole images.")
-    ch = int(c[1].number_input("Crop height", min_value=32, step=32, key=_k("crop_h"), disabled=mode != "fixed"))
-    cw = int(c[2].number_input("Crop width", min_value=32, step=32, key=_k("crop_w"), disabled=mode != "fixed"))
-    cfg["data"]["crop_size"] = crop_size(mode, ch, cw)
-    rare = c[3].number_input(
-        "Rare-class crop probability", min_value=0.0, max_value=1.0, step=0.05, key=_k("rare_p"),
-        help="Chance that a training crop is placed on a pixel of a rare class (weights 1/sqrt(pixel share) "
-             "by default) instead of uniformly; needs a training crop. 0 disables.")
-    rc = cfg["data"].get("rare_class_crop")
-    cfg["data"]["rare_class_crop"] = {**(rc if isinstance(rc, dict) else {}), "p": float(rare)}
-    if mode == "auto":
-        _crop_caption(ds, cfg)
+    crop_controls(ds, cfg, key=_k)
     slots["data"] = st.container()
     slots["training"] = st.container()
     slots["evaluation"] = st.container()
     return cfg
-
-
-def _crop_caption(ds: Any, cfg: dict[str, Any]) -> None:
-    """The size ``auto`` comes to on the picked dataset (from its stored image sizes)."""
-    sections = json.dumps({"data": cfg["data"], "model": cfg.get("model") or {}}, sort_keys=True, default=str)
-    try:
-        text = resources.crop_preview(ds.id, sections)
-    except (ServiceError, SegcoreError):  # a field above is invalid: its error shows when queueing
-        st.caption("The auto crop size shows here once the image size and model fields are valid.")
-        return
-    st.caption(f"Training crop on {ds.name}: {text}. A run fixes it once, from its own training split.")
 
 
 def _preview(ds: Any, cfg: dict[str, Any]) -> None:
