@@ -15,6 +15,8 @@ __all__ = [
     "NotFound",
     "InvalidInput",
     "Conflict",
+    "PermissionDenied",
+    "AuthenticationFailed",
     "SegcoreError",
     "ConfigError",
     "DatasetError",
@@ -44,3 +46,14 @@ class InvalidInput(ServiceError, ValueError):
 
 class Conflict(ServiceError):
     """The request clashes with what is stored (a duplicate name, a state that forbids it)."""
+
+
+class PermissionDenied(ServiceError, PermissionError):
+    """The acting member's role (or a limit set for it) does not allow the action.
+
+    The message is one line: what was refused, why, and who can do it instead.
+    """
+
+
+class AuthenticationFailed(ServiceError):
+    """A login, session or API token was not accepted (the message never says which part was wrong)."""

@@ -17,7 +17,7 @@ import json
 import os
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -127,6 +127,45 @@ class Settings(BaseSettings):
     artifact_cache: Path | None = Field(
         default=None, description="Local mirror of a remote artifact or dataset root; default <home>/artifact-cache."
     )
+    # ------------------------------------------------------------ access (docs/access.md)
+    auth: Literal["none", "local", "oidc", "local+oidc"] = Field(
+        default="none",
+        description="How people log in to the web app: none (single-user, bound to 127.0.0.1), local "
+        "(SegBoard accounts with passwords), oidc (the organisation's OpenID Connect provider, "
+        "configured in .streamlit/secrets.toml [auth]) or local+oidc.",
+    )
+    session_idle_minutes: int = Field(
+        default=720, ge=1, le=525_600, description="A web login ends after this many minutes without a request."
+    )
+    session_max_days: int = Field(
+        default=30, ge=1, le=3650, description="A web login ends this many days after it began."
+    )
+    oidc_role_claim: str | None = Field(
+        default=None, description="ID-token claim whose value picks a first OIDC login's role through oidc_role_map."
+    )
+    oidc_role_map: dict[str, Literal["admin", "member", "viewer"]] = Field(
+        default_factory=dict,
+        description='Claim value -> role for a first OIDC login, as JSON: {"ml-leads": "admin"}; default viewer.',
+    )
+    member_max_priority: int = Field(
+        default=5, ge=0, le=9, description="The highest queue priority (0-9) a member may set; admins may set any."
+    )
+    max_active_runs_per_member: int | None = Field(
+        default=100, ge=1,
+        description="Queued plus running runs one member may have at once (None: no limit); admins are exempt.",
+    )
+    extra_dataset_roots: list[str] = Field(
+        default_factory=list,
+        description="Local folders, besides dataset_root, that dataset and config paths may point into, as JSON.",
+    )
+    remote_dataset_prefixes: list[str] = Field(
+        default_factory=list,
+        description='fsspec URL prefixes datasets may be read from besides a remote dataset_root: ["s3://team-data/"].',
+    )
+    upload_quota_gb: float = Field(
+        default=50.0, gt=0, description="Unpacked gigabytes of uploaded archives one member may keep."
+    )
+    max_concurrent_uploads: int = Field(default=2, ge=1, description="Uploads one member may have in progress.")
     heartbeat_s: float = Field(default=5.0, gt=0, description="Seconds between a worker's heartbeats.")
     lease_s: float = Field(default=30.0, gt=0, description="A claim expires this long after the last heartbeat.")
     visibility_timeout_s: int = Field(
@@ -225,6 +264,11 @@ class Settings(BaseSettings):
     def is_sqlite(self) -> bool:
         """Whether the database is the embedded SQLite file."""
         return str(self.database_url).startswith("sqlite")
+
+    @property
+    def accounts_enabled(self) -> bool:
+        """Whether people log in (local accounts or OIDC) rather than the single-user mode."""
+        return self.auth != "none"
 
     @property
     def artifact_root_is_local(self) -> bool:
