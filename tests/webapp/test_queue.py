@@ -117,7 +117,7 @@ def test_a_queued_job_gets_a_new_priority_and_is_published_again(seeded, ui, pub
     with ui.scope() as s:
         job = jobs.create_job(s, actor=seeded["ada"], kind="predict", target={"run_ids": [seeded["fpn_run"]]},
                               params={"split": "test"})
-    at = ui.open_page("queue", actor=seeded["bob"])
+    at = ui.open_page("queue", actor=seeded["ada"])  # the job's owner (and the team's first member: an admin)
     next(s for s in at.selectbox if s.label == "Job").set_value(job.id).run()
     next(n for n in at.number_input if n.label.startswith("Job priority")).set_value(8)
     next(b for b in at.button if b.label == "Set job priority").click().run()
@@ -129,4 +129,4 @@ def test_a_queued_job_gets_a_new_priority_and_is_published_again(seeded, ui, pub
         from worker.services import audit
 
         events = audit.list_events(s, object_kind="job", object_id=job.id, action="job.set_priority")
-    assert [(e.actor_id, e.detail) for e in events] == [(seeded["bob"], {"from": 0, "to": 8})]
+    assert [(e.actor_id, e.detail) for e in events] == [(seeded["ada"], {"from": 0, "to": 8})]

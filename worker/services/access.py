@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
@@ -96,30 +98,54 @@ def require_owner(session: Session, actor: int | None, owner_id: int | None, act
         raise PermissionDenied(f"you cannot {action}: it is {whose}; only its owner or an admin can")
 
 
-def check_priority_allowed(session: Session, actor: int | None, priority: int, *, max_member_priority: int) -> None:
+def _settings() -> Any:
+    from worker.settings import get_settings
+
+    return get_settings()
+
+
+def check_priority_allowed(
+    session: Session, actor: int | None, priority: int, *, max_member_priority: int | None = None
+) -> None:
     """Refuse a queue priority above ``max_member_priority`` to anyone but admins.
+
+    ``max_member_priority`` defaults to the ``member_max_priority`` setting of this process.
 
     Raises:
         PermissionDenied: a member asked for a higher priority than members may set.
     """
-    if priority > max_member_priority and not is_admin(session, actor):
+    if is_admin(session, actor):
+        return
+    if max_member_priority is None:
+        max_member_priority = int(_settings().member_max_priority)
+    if priority > max_member_priority:
         raise PermissionDenied(
             f"members may set priorities up to {max_member_priority}, not {priority}; "
             "ask an admin to raise it (or to change member_max_priority)"
         )
 
 
-def check_active_run_limit(session: Session, actor: int | None, adding: int, *, limit: int | None) -> None:
+_FROM_SETTINGS: Any = object()
+
+
+def check_active_run_limit(
+    session: Session, actor: int | None, adding: int, *, limit: int | None = _FROM_SETTINGS
+) -> None:
     """Refuse queueing ``adding`` runs that would take the actor past ``limit`` queued or running runs.
 
-    Admins and the system are exempt; None means no limit.
+    Admins and the system are exempt; None means no limit; by default the
+    ``max_active_runs_per_member`` setting of this process.
 
     Raises:
         PermissionDenied: the member would have more than ``limit`` active runs.
     """
     if adding < 0:
         raise InvalidInput(f"adding must be >= 0, got {adding}")
-    if limit is None or is_admin(session, actor):
+    if is_admin(session, actor):
+        return
+    if limit is _FROM_SETTINGS:
+        limit = _settings().max_active_runs_per_member
+    if limit is None:
         return
     active = session.scalar(
         sa.select(sa.func.count(Run.id)).where(Run.owner_id == actor, Run.status.in_(_ACTIVE))

@@ -17,6 +17,7 @@ from worker.artifacts import Artifacts, local_source, open_local_dataset
 from worker.db.models import Dataset
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import DatasetRead
+from worker.services import access
 from worker.services._common import check_actor, get_or_raise
 from worker.services.audit import record_event
 
@@ -79,6 +80,7 @@ def register_dataset(
     from segcore.data.validation import validate_dataset
 
     check_actor(session, actor)
+    access.require_member(session, actor, "register datasets")
     name = (name or "").strip()
     if not name:
         raise InvalidInput("a dataset needs a name; type one")
@@ -166,6 +168,7 @@ def set_dataset_statistics(
         NotFound: no such dataset.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "overwrite dataset statistics (the dataset job computes them)")
     if hasattr(statistics, "model_dump"):
         statistics = statistics.model_dump(mode="json")
     if not isinstance(statistics, dict):

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from worker.db.models import Ensemble, EnsembleMethod, Run, RunGroup, RunStatus, SourceKind
 from worker.errors import InvalidInput
 from worker.schemas import EnsembleMember, EnsembleRead, JobRead
+from worker.services import access
 from worker.services._common import as_float, check_actor, get_or_raise
 from worker.services.audit import record_event
 
@@ -114,6 +115,7 @@ def create_ensemble(
         NotFound: a member does not exist.
     """
     check_actor(session, actor)
+    access.require_member(session, actor, "create ensembles")
     name = (name or "").strip()
     if not name:
         raise InvalidInput("an ensemble needs a name; type one")
@@ -248,6 +250,7 @@ def set_ensemble_result(
         NotFound: no such ensemble.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "record ensemble results (its job does)")
     ens = get_or_raise(session, Ensemble, ensemble_id, "ensemble")
     detail: dict[str, Any] = {}
     if status is not None:

@@ -30,6 +30,7 @@ from worker.db.models import (
 )
 from worker.errors import Conflict, InvalidInput
 from worker.schemas import ExpansionRead, ExperimentRead, GridSpec
+from worker.services import access
 from worker.services._common import check_actor, check_priority, clean_tags, get_or_raise
 from worker.services.audit import record_event
 from worker.services.groups import group_reads
@@ -200,6 +201,7 @@ def create_experiment(
         NotFound: the actor, dataset, parent run or pseudo round does not exist.
     """
     check_actor(session, actor)
+    access.require_member(session, actor, "queue experiments")
     cfg = config if isinstance(config, ExperimentConfig) else parse_config(config)
     if isinstance(grid, dict):
         try:
@@ -207,6 +209,7 @@ def create_experiment(
         except Exception as exc:  # pydantic ValidationError: say what a grid looks like
             raise InvalidInput(f"grid must look like {{'axis': 'model.encoder', 'values': [...]}}: {exc}") from exc
     check_priority(priority)
+    access.check_priority_allowed(session, actor, priority)
     tags = clean_tags(list(cfg.tags) + clean_tags(tags))
     name = (name if name is not None else cfg.name).strip()
     if not name:
@@ -234,6 +237,7 @@ def create_experiment(
             f"this experiment expands into {total} runs, more than {MAX_RUNS_PER_EXPERIMENT}; "
             "use fewer folds, seeds or grid values"
         )
+    access.check_active_run_limit(session, actor, total)
 
     if grid is not None:
         expansion = {"kind": ExpansionKind.GRID.value, "n_folds": n_folds, "seeds": seeds,
@@ -392,6 +396,7 @@ def delete_experiment(session: Session, *, actor: int | None, experiment_id: int
     """
     check_actor(session, actor)
     exp = get_or_raise(session, Experiment, experiment_id, "experiment")
+    access.require_owner(session, actor, exp.owner_id, f"delete experiment {exp.name!r}")
     rows = session.execute(sa.select(Run.id, Run.status).where(Run.experiment_id == exp.id).order_by(Run.id)).all()
     running = [rid for rid, status in rows if status is RunStatus.RUNNING]
     if running:

@@ -18,6 +18,7 @@ from worker.artifacts import Artifacts, open_local_dataset
 from worker.db.models import METRIC_KINDS, Run, RunGroup, RunStatus
 from worker.errors import InvalidInput
 from worker.schemas import GroupRead, MetricStat
+from worker.services import access
 from worker.services._common import check_actor, get_or_raise
 from worker.services.audit import record_event
 
@@ -143,6 +144,7 @@ def set_group_oof(
         NotFound: no such group.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "record a group's out-of-fold store (its job does)")
     group = get_or_raise(session, RunGroup, group_id, "group")
     changed: dict[str, Any] = {}
     if oof_store is not None:
@@ -169,6 +171,7 @@ def refresh_group_metrics(session: Session, *, actor: int | None, group_id: int)
     The leaderboard computes these live; the stored copy is for exports and the run-detail page.
     """
     check_actor(session, actor)
+    access.require_member(session, actor, "refresh group metrics")
     group = get_or_raise(session, RunGroup, group_id, "group")
     stats = metric_stats(session, [group_id]).get(group_id, {})
     group.aggregated_metrics = {k: s.model_dump() for k, s in stats.items()}

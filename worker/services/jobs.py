@@ -15,6 +15,7 @@ from worker.db.base import utcnow
 from worker.db.models import Job, JobKind, RunStatus
 from worker.errors import InvalidInput
 from worker.schemas import JobRead
+from worker.services import access
 from worker.services._common import check_actor, check_priority, get_or_raise
 from worker.services.audit import record_event
 
@@ -41,6 +42,7 @@ def create_job(
         InvalidInput: unknown kind, or target/params that are not mappings.
     """
     check_actor(session, actor)
+    access.require_member(session, actor, "queue jobs")
     try:
         kind = JobKind(kind)
     except ValueError:

@@ -1,4 +1,4 @@
-"""Team members: the acting person of every write (passwords come with access control)."""
+"""Team members and their roles: the acting person of every write (logins live in :mod:`accounts`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session
 from worker.db.models import Member, MemberRole
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import MemberRead
+from worker.services import access
 from worker.services._common import check_actor, get_or_raise
 from worker.services.audit import record_event
 
@@ -20,15 +21,25 @@ def create_member(
     actor: int | None,
     name: str,
     email: str | None = None,
-    role: MemberRole | str = MemberRole.MEMBER,
+    role: MemberRole | str | None = None,
 ) -> MemberRead:
-    """Add a team member.
+    """Add a team member (admins only, except for the first member of an empty team).
+
+    Args:
+        role: admin, member or viewer; by default member, and admin for the first member (who
+            sets the team up).
 
     Raises:
+        PermissionDenied: the actor is not an admin.
         InvalidInput: empty name, malformed email or unknown role.
         Conflict: the name or email is taken.
     """
     check_actor(session, actor)
+    first = session.scalar(sa.select(Member.id).limit(1)) is None
+    if not first:
+        access.require_admin(session, actor, "add members")
+    if role is None:
+        role = MemberRole.ADMIN if first else MemberRole.MEMBER
     name = (name or "").strip()
     if not name:
         raise InvalidInput("a member needs a name; type one")
@@ -88,14 +99,21 @@ def set_member_role(session: Session, *, actor: int | None, member_id: int, role
     Raises:
         InvalidInput: unknown role.
         NotFound: no such member.
+        PermissionDenied: the actor is not an admin.
+        Conflict: the change would leave the team without an admin.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "change roles")
     member = get_or_raise(session, Member, member_id, "member")
     try:
         new = MemberRole(role)
     except ValueError:
         raise InvalidInput(f"unknown role {role!r}; use one of {', '.join(r.value for r in MemberRole)}") from None
     old = member.role
+    if old is MemberRole.ADMIN and new is not MemberRole.ADMIN:
+        admins = session.scalar(sa.select(sa.func.count(Member.id)).where(Member.role == MemberRole.ADMIN)) or 0
+        if admins <= 1:
+            raise Conflict(f"{member.name} is the only admin; make another member admin first")
     member.role = new
     session.flush()
     record_event(

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from worker.db.models import Dataset, PseudoRound, Run, RunStatus, SourceKind, Submission
 from worker.errors import InvalidInput
 from worker.schemas import PseudoParams, PseudoRoundRead
+from worker.services import access
 from worker.services._common import check_actor, get_or_raise
 from worker.services.audit import record_event
 from worker.services.ensembles import source_dataset_id
@@ -45,6 +46,7 @@ def create_pseudo_round(
         NotFound: the teacher or parent round does not exist.
     """
     check_actor(session, actor)
+    access.require_member(session, actor, "create pseudo-label rounds")
     name = (name or "").strip()
     if not name:
         raise InvalidInput("a pseudo-label round needs a name; type one")
@@ -89,6 +91,7 @@ def set_pseudo_round_result(
         NotFound: no such round or dataset.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "record pseudo-label results (its job does)")
     rnd = get_or_raise(session, PseudoRound, round_id, "pseudo-label round")
     detail: dict[str, Any] = {}
     if status is not None:

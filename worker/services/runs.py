@@ -20,6 +20,7 @@ from worker.db.base import utcnow
 from worker.db.models import EpochMetric, Job, Run, RunLog, RunStatus, WorkerNode, WorkerStatus
 from worker.errors import InvalidInput, ServiceError
 from worker.schemas import ConfigChange, EpochMetricRead, LogLine, QueueSummary, RunRead, RunSummary
+from worker.services import access
 from worker.services._common import check_actor, clean_tags, get_or_raise, json_array_contains
 from worker.services.audit import record_event
 
@@ -297,6 +298,7 @@ def set_run_tags(session: Session, *, actor: int | None, run_id: int, tags: Iter
     """
     check_actor(session, actor)
     run = get_or_raise(session, Run, run_id, "run")
+    access.require_owner(session, actor, run.owner_id, f"change the tags of run {run_id}")
     old = list(run.tags)
     run.tags = clean_tags(tags)
     session.flush()

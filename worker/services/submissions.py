@@ -12,6 +12,7 @@ from worker.db.base import utcnow
 from worker.db.models import Ensemble, Job, JobKind, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.errors import InvalidInput
 from worker.schemas import JobRead, SubmissionRead
+from worker.services import access
 from worker.services._common import as_float, check_actor, get_or_raise
 from worker.services.audit import record_event
 
@@ -49,6 +50,7 @@ def create_submission(
         NotFound: the source does not exist.
     """
     check_actor(session, actor)
+    access.require_member(session, actor, "create submissions")
     sources = (("run_id", run_id), ("group_id", group_id), ("ensemble_id", ensemble_id))
     given = {k: v for k, v in sources if v is not None}
     if len(given) != 1:
@@ -92,6 +94,7 @@ def record_public_score(
     check_actor(session, actor)
     value = as_float(score, name="public score")
     sub = get_or_raise(session, Submission, submission_id, "submission")
+    access.require_owner(session, actor, sub.created_by, f"enter the public score of submission {submission_id}")
     old = sub.public_score
     sub.public_score = value
     sub.score_entered_by = actor
@@ -112,6 +115,7 @@ def set_submission_file(session: Session, *, actor: int | None, submission_id: i
         NotFound: no such submission.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "record submission files (its job does)")
     if not file_path:
         raise InvalidInput("file_path must name the written submission file")
     sub = get_or_raise(session, Submission, submission_id, "submission")

@@ -13,6 +13,7 @@ from worker.db.base import utcnow
 from worker.db.models import Run, WorkerNode, WorkerStatus
 from worker.errors import InvalidInput, NotFound
 from worker.schemas import WorkerRead
+from worker.services import access
 from worker.services._common import check_actor
 from worker.services.audit import record_event
 
@@ -33,6 +34,7 @@ def register_worker(
         InvalidInput: empty name.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "register workers")
     if not name or not name.strip():
         raise InvalidInput("a worker needs a name (settings.worker_name)")
     now = utcnow()
@@ -87,6 +89,7 @@ def mark_worker_offline(session: Session, *, actor: int | None = None, name: str
         NotFound: no such worker.
     """
     check_actor(session, actor)
+    access.require_admin(session, actor, "mark workers offline")
     node = session.scalar(sa.select(WorkerNode).where(WorkerNode.name == name))
     if node is None:
         raise NotFound("worker", name)

@@ -9,15 +9,21 @@ from sqlalchemy.orm import Session
 
 from worker.db.models import Job, LogLevel, Run, RunStatus
 from worker.errors import Conflict
+from worker.services import access
 from worker.services._common import check_actor, check_priority
 from worker.services.audit import record_event
 from worker.services.lifecycle._base import _QUEUED, _RUNNING, _get, _log, _model, _now, _settle_owner
+
+
+def _owner(obj: Run | Job) -> int | None:
+    return obj.owner_id if isinstance(obj, Run) else obj.created_by
 
 
 def _request_cancel(session: Session, kind: str, object_id: int, now: dt.datetime, actor: int | None) -> RunStatus:
     model = _model(kind)
     obj = _get(session, model, object_id)
     check_actor(session, actor)
+    access.require_owner(session, actor, _owner(obj), f"cancel {kind} {object_id}")
     # the queued case is one conditional update, so a worker claiming it at the same moment
     # either sees the flag or loses the race
     stmt = (
@@ -77,6 +83,9 @@ def _requeue(session: Session, kind: str, object_id: int, now: dt.datetime, acto
     model = _model(kind)
     obj = _get(session, model, object_id)
     check_actor(session, actor)
+    access.require_owner(session, actor, _owner(obj), f"requeue {kind} {object_id}")
+    if kind == "run":
+        access.check_active_run_limit(session, actor, 1)
     stmt = (
         sa.update(model)
         .where(model.id == object_id, model.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))
@@ -132,6 +141,9 @@ def _set_priority(session: Session, model: type[Run] | type[Job], kind: str, obj
     check_priority(priority)
     obj = _get(session, model, object_id)
     check_actor(session, actor)
+    access.require_owner(session, actor, _owner(obj), f"change the priority of {kind} {object_id}")
+    if priority > obj.priority:
+        access.check_priority_allowed(session, actor, priority)
     before, obj.priority = obj.priority, int(priority)
     again = obj.status is _QUEUED
     if again:
