@@ -213,6 +213,18 @@ def test_a_public_score_must_be_a_number(session, config_dict, score):
     assert submissions.get_submission(session, submission_id=sub.id).public_score is None
 
 
+@pytest.mark.parametrize(("score", "shown"), [(-5, "got -5"), (1e308, "got 1e+308"), (81.23, "type 0.8123, not 81.23")])
+def test_a_public_score_is_bounded_by_its_metrics_range(session, config_dict, score, shown):
+    run_id = experiments.create_experiment(session, actor=None, config=config_dict).run_ids[0]
+    sub = submissions.create_submission(session, actor=None, run_id=run_id)
+    with pytest.raises(InvalidInput, match="between 0 and 1") as err:
+        submissions.record_public_score(session, actor=None, submission_id=sub.id, score=score)
+    assert shown in str(err.value) and len(str(err.value)) < 200
+    assert submissions.get_submission(session, submission_id=sub.id).public_score is None
+    for edge in (0, 1, "0.0", "1"):
+        assert submissions.record_public_score(session, actor=None, submission_id=sub.id, score=edge).public_score in (0, 1)
+
+
 def test_a_submission_has_one_source(session, config_dict):
     run_id = experiments.create_experiment(session, actor=None, config=config_dict).run_ids[0]
     with pytest.raises(InvalidInput, match="exactly one"):

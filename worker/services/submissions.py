@@ -88,11 +88,18 @@ def record_public_score(
         note: Replaces the submission's note when given.
 
     Raises:
-        InvalidInput: the score is not a finite number (text like "good" is refused).
+        InvalidInput: the score is not a finite number from 0 to 1 (text like "good" is refused).
         NotFound: no such submission.
     """
     check_actor(session, actor)
     value = as_float(score, name="public score")
+    if not 0.0 <= value <= 1.0:
+        shown = f"{value:.6g}"
+        hint = f"; type {value / 100:.4g}, not {shown}" if 1.0 < value <= 100.0 else ""
+        raise InvalidInput(
+            f"public score must be between 0 and 1 (the metrics SegBoard compares, mIoU, Dice and pixel accuracy, "
+            f"are fractions), got {shown}{hint}"
+        )
     sub = get_or_raise(session, Submission, submission_id, "submission")
     access.require_owner(session, actor, sub.created_by, f"enter the public score of submission {submission_id}")
     old = sub.public_score
