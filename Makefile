@@ -16,6 +16,7 @@ $(VENV)/.installed: pyproject.toml requirements/torch.txt
 	# torch first, pinned with torchvision, so nothing that depends on it pulls another build
 	$(BIN)/pip install -q -r requirements/torch.txt $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e examples/segboard-example-plugin
 	touch $@
 
 system-deps:

@@ -3,11 +3,18 @@
 The runtime registries in :mod:`segcore.models`, :mod:`segcore.losses`,
 :mod:`segcore.data.transforms` and :mod:`segcore.training.optim` register exactly these
 names; ``tests/test_catalog.py`` checks that the two never drift apart.
+
+:data:`ARCHITECTURES`, :data:`LOSSES`, :data:`AUGMENTATION_PRESETS` and :data:`METRICS` hold the
+built-in entries (``BUILTIN_*``) followed by those of installed plugins (:mod:`segcore.plugins`),
+which are scanned the first time a name that is not built in is looked up or the mapping is listed.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, TypeVar
+
+from segcore import plugins as _plugins
 
 __all__ = [
     "ARCHITECTURES",
@@ -18,12 +25,20 @@ __all__ = [
     "SCHEDULERS",
     "METRICS",
     "ENCODER_FAMILIES",
+    "BUILTIN_ARCHITECTURES",
+    "BUILTIN_LOSSES",
+    "BUILTIN_AUGMENTATION_PRESETS",
+    "BUILTIN_METRICS",
     "catalog",
+    "check_plugin_name",
+    "plugin_packages",
     "is_known_encoder",
 ]
 
+V = TypeVar("V")
+
 # smp architecture name -> description
-ARCHITECTURES: dict[str, str] = {
+BUILTIN_ARCHITECTURES: dict[str, str] = {
     "Unet": "U-Net: encoder-decoder with skip connections; the solid default.",
     "UnetPlusPlus": "U-Net++: nested dense skip pathways; stronger, heavier decoder.",
     "FPN": "Feature Pyramid Network decoder; fast, good on multi-scale objects.",
@@ -53,7 +68,7 @@ ENCODER_FAMILIES: dict[str, str] = {
     "timm-regnet": "tu-regnety_002",
 }
 
-LOSSES: dict[str, dict[str, Any]] = {
+BUILTIN_LOSSES: dict[str, dict[str, Any]] = {
     "ce": {"description": "Cross-entropy (multiclass).", "tasks": ["multiclass"]},
     "weighted_ce": {
         "description": "Cross-entropy with per-class weights (param `weights`, one per class).",
@@ -75,6 +90,11 @@ LOSSES: dict[str, dict[str, Any]] = {
         "tasks": ["multiclass", "multilabel"],
     },
     "lovasz": {"description": "Lovasz hinge / softmax loss (smp).", "tasks": ["multiclass", "multilabel"]},
+    "ssim": {
+        "description": "1 - SSIM between class probabilities and one-hot targets (torchmetrics; param `sigma`, "
+        "the Gaussian window's standard deviation, default 1.5).",
+        "tasks": ["multiclass", "multilabel"],
+    },
     "bce": {"description": "Binary cross-entropy with logits (multilabel).", "tasks": ["multilabel"]},
     "soft_bce": {
         "description": "Binary cross-entropy with label smoothing (smp SoftBCEWithLogitsLoss).",
@@ -82,7 +102,7 @@ LOSSES: dict[str, dict[str, Any]] = {
     },
 }
 
-AUGMENTATION_PRESETS: dict[str, str] = {
+BUILTIN_AUGMENTATION_PRESETS: dict[str, str] = {
     "none": "Resize/crop and normalise only.",
     "flips": "Horizontal flip.",
     "basic": "Random crop/scale, horizontal flip, RandomRotate90 (the trash-competition winner's set).",
@@ -124,7 +144,7 @@ SCHEDULERS: dict[str, str] = {
     "onecycle": "One-cycle policy (peak at `max_lr_factor` x lr).",
 }
 
-METRICS: dict[str, str] = {
+BUILTIN_METRICS: dict[str, str] = {
     "miou": "Dataset-level mean IoU: one confusion matrix over all validation pixels, IoU per class, mean over "
     "classes present in GT or prediction.",
     "miou_per_image": "Per-image mean IoU averaged over images (how many leaderboards score); classes absent from "
@@ -135,8 +155,80 @@ METRICS: dict[str, str] = {
     "loss": "Validation loss (lower is better).",
 }
 
-# Metrics where lower is better; every other one is maximised.
+# Metrics where lower is better; every other one (plugin metrics included) is maximised.
 MINIMIZED_METRICS = frozenset({"loss"})
+
+
+class _WithPlugins(Mapping[str, V]):
+    """A built-in mapping followed by the installed plugins' items of one kind.
+
+    Looking up a built-in name never scans the entry points; listing, or looking up any other name, does.
+    """
+
+    def __init__(self, builtin: dict[str, V], kind: str, convert: Callable[[_plugins.PluginItem], V]) -> None:
+        self._builtin = builtin
+        self._kind = kind
+        self._convert = convert
+
+    def _extra(self) -> dict[str, _plugins.PluginItem]:
+        return {n: i for n, i in _plugins.items(self._kind).items() if n not in self._builtin}
+
+    def __getitem__(self, key: str) -> V:
+        if key in self._builtin:
+            return self._builtin[key]
+        item = self._extra().get(key)
+        if item is None:
+            raise KeyError(key)
+        return self._convert(item)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._builtin or (isinstance(key, str) and key in self._extra())
+
+    def __iter__(self) -> Iterator[str]:
+        yield from self._builtin
+        yield from self._extra()
+
+    def __len__(self) -> int:
+        return len(self._builtin) + len(self._extra())
+
+    def plugin(self, name: str) -> _plugins.PluginItem | None:
+        """The plugin item behind ``name``; None for a built-in or unknown name."""
+        return None if name in self._builtin else self._extra().get(name)
+
+
+def _loss_entry(item: _plugins.PluginItem) -> dict[str, Any]:
+    return {"description": item.summary(), "tasks": list(item.tasks)}
+
+
+ARCHITECTURES: _WithPlugins[str] = _WithPlugins(BUILTIN_ARCHITECTURES, "models", _plugins.PluginItem.summary)
+LOSSES: _WithPlugins[dict[str, Any]] = _WithPlugins(BUILTIN_LOSSES, "losses", _loss_entry)
+AUGMENTATION_PRESETS: _WithPlugins[str] = _WithPlugins(
+    BUILTIN_AUGMENTATION_PRESETS, "augmentations", _plugins.PluginItem.summary
+)
+METRICS: _WithPlugins[str] = _WithPlugins(BUILTIN_METRICS, "metrics", _plugins.PluginItem.summary)
+
+_VIEWS: dict[str, _WithPlugins[Any]] = {
+    "models": ARCHITECTURES, "losses": LOSSES, "augmentations": AUGMENTATION_PRESETS, "metrics": METRICS
+}
+
+
+def check_plugin_name(kind: str, name: str) -> None:
+    """Raise the plugin's own error when ``name`` is not built in and a broken plugin declares it.
+
+    Config validation calls it before the unknown-name check, so a plugin that failed to import is
+    named with its package instead of being reported as an unknown name.
+
+    Raises:
+        PluginError: the entry point failed to import or its name is defined twice.
+    """
+    if name not in _VIEWS[kind]._builtin:
+        _plugins.check_name(kind, name)
+
+
+def plugin_packages(*, arch: str, losses: list[str], preset: str, monitor: str) -> dict[str, str]:
+    """The plugin packages (name -> installed version) a config with these names needs."""
+    names = [("models", arch), *(("losses", n) for n in losses), ("augmentations", preset), ("metrics", monitor)]
+    return _plugins.packages_used(names, {k: v._builtin for k, v in _VIEWS.items()})
 
 _SMP_ENCODERS: frozenset[str] | None = None
 
@@ -167,16 +259,32 @@ def encoder_names() -> list[str]:
     return names + sorted(n for n in ENCODER_FAMILIES.values() if n.startswith("tu-"))
 
 
+def _listing(view: _WithPlugins[Any]) -> list[dict[str, Any]]:
+    out = []
+    for name, value in view.items():
+        entry = {"name": name, **(value if isinstance(value, dict) else {"description": value})}
+        item = view.plugin(name)
+        if item is not None:
+            entry.update({"params": [p.to_dict() for p in item.params], "plugin": item.to_dict()["plugin"]})
+        out.append(entry)
+    return out
+
+
 def catalog() -> dict[str, Any]:
-    """Everything a form needs, as JSON-ready data."""
+    """Everything a form needs, as JSON-ready data.
+
+    Plugin items carry ``params`` (name, type, required, default, description) and ``plugin``
+    (distribution, version, entry point); ``plugin_problems`` lists plugins that cannot be used.
+    """
     return {
-        "architectures": [{"name": k, "description": v} for k, v in ARCHITECTURES.items()],
+        "architectures": _listing(ARCHITECTURES),
         "encoders": encoder_names(),
         "encoder_families": dict(ENCODER_FAMILIES),
-        "losses": [{"name": k, **v} for k, v in LOSSES.items()],
-        "augmentation_presets": [{"name": k, "description": v} for k, v in AUGMENTATION_PRESETS.items()],
+        "losses": _listing(LOSSES),
+        "augmentation_presets": _listing(AUGMENTATION_PRESETS),
         "transforms": [{"name": k, "description": v} for k, v in TRANSFORMS.items()],
         "optimizers": [{"name": k, "description": v} for k, v in OPTIMIZERS.items()],
         "schedulers": [{"name": k, "description": v} for k, v in SCHEDULERS.items()],
-        "metrics": [{"name": k, "description": v} for k, v in METRICS.items()],
+        "metrics": _listing(METRICS),
+        "plugin_problems": _plugins.problems(),
     }

@@ -5,7 +5,7 @@ Layout::
     <dir>/config.json         ExperimentConfig (JSON)
     <dir>/model.safetensors   model weights (state dict)
     <dir>/metrics.json        validation metrics at this point
-    <dir>/provenance.json     dataset fingerprint, package versions, seed, epoch, time
+    <dir>/provenance.json     dataset fingerprint, package versions, plugin packages, seed, epoch, time
     <dir>/train_state.pt      only in resumable checkpoints: optimizer, scheduler, scaler, RNG, epoch
 
 The folder is written to a temp folder and renamed, so a reader sees a whole checkpoint or none.
@@ -32,7 +32,9 @@ from segcore.config import ExperimentConfig, parse_config
 from segcore.errors import CheckpointError, ConfigError
 from segcore.io import atomic_dir
 
-__all__ = ["Checkpoint", "save_checkpoint", "load_checkpoint", "read_checkpoint_meta", "package_versions"]
+__all__ = [
+    "Checkpoint", "save_checkpoint", "load_checkpoint", "read_checkpoint_meta", "package_versions", "plugin_versions"
+]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -66,6 +68,19 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+def plugin_versions(config: ExperimentConfig) -> dict[str, str]:
+    """The plugin packages ``config`` uses (:mod:`segcore.plugins`), with the versions installed here."""
+    import importlib.metadata as md
+
+    out = {}
+    for name, recorded in config.plugins.items():
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = recorded
+    return out
+
+
 def _state_dict_for_save(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     # safetensors refuses shared or non-contiguous storage; clone each tensor to its own buffer
     return {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
@@ -87,11 +102,13 @@ def save_checkpoint(
         model: The model; its ``state_dict`` is saved in safetensors.
         config: The config that built the model.
         metrics: Validation metrics (JSON-able).
-        provenance: Extra provenance (dataset fingerprint, seed, epoch); versions and time are added.
+        provenance: Extra provenance (dataset fingerprint, seed, epoch); versions, plugin packages
+            (``plugins``: name -> version) and time are added.
         train_state: Optimizer/scheduler/scaler/RNG state for resuming (tensors and plain containers only).
     """
     path = Path(path)
-    prov = {"created": time.time(), "versions": package_versions(), **(provenance or {})}
+    prov = {"created": time.time(), "versions": package_versions(), "plugins": plugin_versions(config),
+            **(provenance or {})}
     with atomic_dir(path, overwrite=True) as tmp:
         (tmp / CONFIG_FILE).write_text(config.to_json(), encoding="utf-8")
         save_file(_state_dict_for_save(model), str(tmp / WEIGHTS_FILE))

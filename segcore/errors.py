@@ -8,6 +8,7 @@ __all__ = [
     "SegcoreError",
     "ConfigError",
     "RegistryError",
+    "PluginError",
     "DatasetError",
     "CheckpointError",
     "TrainingError",
@@ -30,6 +31,10 @@ class RegistryError(SegcoreError, KeyError):
 
     def __str__(self) -> str:  # KeyError quotes its message; show it plainly
         return str(self.args[0]) if self.args else ""
+
+
+class PluginError(ConfigError):
+    """An installed plugin cannot be used (failed import, duplicate name) or is missing on this machine."""
 
 
 class DatasetError(SegcoreError, ValueError):

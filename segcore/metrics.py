@@ -35,6 +35,7 @@ from typing import Any
 import torch
 
 from segcore.config import TaskType
+from segcore.errors import TrainingError
 
 __all__ = [
     "METRIC_KEYS",
@@ -42,6 +43,7 @@ __all__ = [
     "confusion_matrix",
     "scores_from_confusion",
     "scores_from_counts",
+    "plugin_metrics",
 ]
 
 #: The scalar keys of :meth:`MetricAccumulator.compute` (``"per_class"`` holds the rest).
@@ -322,6 +324,13 @@ class MetricAccumulator:
             return torch.zeros(self.num_classes, self.num_classes, dtype=torch.long)
         return self._counts.cm.clone()
 
+    def counts(self) -> tuple[list[int], list[int], list[int]]:
+        """Dataset-level per-class ``(tp, fp, fn)`` pixel counts so far, as plain lists of ``C`` ints."""
+        if self._counts is None:
+            return [0] * self.num_classes, [0] * self.num_classes, [0] * self.num_classes
+        k = self._counts
+        return [int(v) for v in k.tp.tolist()], [int(v) for v in k.fp.tolist()], [int(v) for v in k.fn.tolist()]
+
     def compute(self) -> dict[str, Any]:
         """The metrics so far, as JSON-ready data.
 
@@ -355,3 +364,28 @@ class MetricAccumulator:
                 "support": [int(v) for v in s["support"].tolist()],
             },
         }
+
+
+def plugin_metrics(acc: MetricAccumulator) -> dict[str, float | None]:
+    """The installed plugins' metrics (entry-point group ``segboard.metrics``) of ``acc``'s counts.
+
+    A metric plugin is ``metric(*, tp, fp, fn) -> float | None`` over per-class pixel counts (lists of
+    ``C`` ints); it is maximised when it is the monitored metric. None (or NaN) means undefined.
+
+    Raises:
+        TrainingError: a plugin metric raised; the message names it and its package.
+    """
+    from segcore import plugins
+
+    found = plugins.items("metrics")
+    if not found:
+        return {}
+    tp, fp, fn = acc.counts()
+    out: dict[str, float | None] = {}
+    for name, item in found.items():
+        try:
+            value = item.obj(tp=list(tp), fp=list(fp), fn=list(fn))
+        except Exception as exc:  # a plugin's own bug: stop the run and name the plugin
+            raise TrainingError(f"plugin metric {item.source} failed: {type(exc).__name__}: {exc}") from exc
+        out[name] = None if value is None or not math.isfinite(float(value)) else float(value)
+    return out

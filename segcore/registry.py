@@ -6,6 +6,11 @@ Example:
     ... def make_ce(**params): ...
     >>> LOSSES.get("ce").description
     'Cross-entropy'
+
+A registry made with ``plugins=`` also holds the installed plugins' items of that kind
+(:mod:`segcore.plugins`), after its own entries, each turned into an :class:`Entry` by ``adapt``;
+the entry points are scanned only when a name that is not registered here is asked for, or when
+the registry is listed.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
+from segcore import plugins as _plugins
 from segcore.errors import RegistryError
 
 __all__ = ["Entry", "Registry"]
@@ -35,9 +41,35 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Maps names to components; unknown or duplicate names raise errors listing the options."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(
+        self,
+        kind: str,
+        *,
+        plugins: str | None = None,
+        adapt: Callable[[_plugins.PluginItem], Entry[T]] | None = None,
+    ) -> None:
         self.kind = kind
         self._entries: dict[str, Entry[T]] = {}
+        self._plugin_kind = plugins
+        self._adapt = adapt or _as_entry
+        self._adapted: dict[str, tuple[_plugins.PluginItem, Entry[T]]] = {}
+
+    def _plugin_entries(self) -> dict[str, Entry[T]]:
+        """The plugins' entries whose names are not registered here (built-ins win)."""
+        if self._plugin_kind is None:
+            return {}
+        out = {}
+        for name, item in _plugins.items(self._plugin_kind).items():
+            if name in self._entries:
+                continue
+            cached = self._adapted.get(name)
+            if cached is None or cached[0] is not item:  # adapted once per scan
+                cached = self._adapted[name] = (item, self._adapt(item))
+            out[name] = cached[1]
+        return out
+
+    def _all(self) -> dict[str, Entry[T]]:
+        return {**self._entries, **self._plugin_entries()}
 
     def register(
         self,
@@ -69,21 +101,35 @@ class Registry(Generic[T]):
         self._entries[name] = Entry(name, obj, description, dict(defaults or {}), tags)
 
     def get(self, name: str) -> Entry[T]:
-        try:
+        """The entry ``name``.
+
+        Raises:
+            RegistryError: an unknown name; the message lists the valid ones, plugins included.
+            PluginError: a plugin declares ``name`` but failed to import or repeats another's name.
+        """
+        if name in self._entries:
             return self._entries[name]
-        except KeyError:
-            raise RegistryError(
-                f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}"
-            ) from None
+        if self._plugin_kind is not None:
+            _plugins.check_name(self._plugin_kind, name)
+            entry = self._plugin_entries().get(name)
+            if entry is not None:
+                return entry
+        raise RegistryError(f"unknown {self.kind} {name!r}; valid choices: {', '.join(self.names())}")
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return name in self._entries or (isinstance(name, str) and name in self._plugin_entries())
 
     def __iter__(self) -> Iterator[Entry[T]]:
-        return iter(self._entries.values())
+        return iter(self._all().values())
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._all())
 
     def names(self) -> list[str]:
-        return list(self._entries)
+        return list(self._all())
+
+
+def _as_entry(item: _plugins.PluginItem) -> Entry[Any]:
+    """A plugin item as an entry: its factory, summary, parameter defaults and (losses) tasks as tags."""
+    defaults = {p.name: p.default for p in item.params if not p.required}
+    return Entry(item.name, item.obj, item.summary(), defaults, item.tasks)

@@ -83,7 +83,7 @@ class PresetContext:
 
 PresetBuilder = Callable[[PresetContext], list[Any]]
 
-PRESETS: Registry[PresetBuilder] = Registry("augmentation preset")
+PRESETS: Registry[PresetBuilder] = Registry("augmentation preset", plugins="augmentations")  # + installed presets
 
 
 def _rotate90_or_vflip(ctx: PresetContext) -> Any:
