@@ -1,9 +1,11 @@
 """Segmentation models: an architecture registry over segmentation-models-pytorch (smp).
 
-Every architecture named in :data:`segcore.catalog.ARCHITECTURES` is registered here with its
-smp class; :func:`build_model` turns a :class:`~segcore.config.ModelConfig` into a module whose
-output is **logits** of shape ``[N, C, H, W]`` (no activation: the loss and the metrics apply
-softmax or sigmoid themselves).
+Every architecture named in :data:`segcore.catalog.BUILTIN_ARCHITECTURES` is registered here with
+its smp class, followed by installed plugins' models (entry-point group ``segboard.models``, see
+``docs/plugins.md``); :func:`build_model` turns a :class:`~segcore.config.ModelConfig` into a module
+whose output is **logits** of shape ``[N, C, H, W]`` (no activation: the loss and the metrics apply
+softmax or sigmoid themselves). Pretrained encoder weights come from a local cache first
+(:mod:`segcore.weights`), then from the network unless the cache says offline.
 
 Example:
     >>> from segcore.config import ModelConfig
@@ -25,27 +27,35 @@ import timm
 import torch
 from torch import nn
 
-from segcore import catalog as _catalog
+from segcore import catalog as _catalog, plugins as _plugins
 from segcore.config import ModelConfig
 from segcore.errors import CheckpointError, ConfigError, RegistryError
-from segcore.registry import Registry
+from segcore.registry import Entry, Registry
+from segcore.weights import WeightsCache
 
 __all__ = [
     "ARCHITECTURES",
     "build_model",
     "model_input_multiple",
     "load_encoder_weights",
+    "check_encoder_name",
 ]
 
-#: Architecture name -> smp model class. Entry ``defaults`` are keyword arguments that
-#: :func:`build_model` passes unless ``ModelConfig.params`` sets them.
-ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture")
+
+def _plugin_entry(item: _plugins.PluginItem) -> Entry[Callable[..., nn.Module]]:
+    return Entry(item.name, item.obj, item.summary(), {p.name: p.default for p in item.params if not p.required},
+                 ("plugin",))
+
+
+#: Architecture name -> smp model class (or a plugin's model factory, tagged ``plugin``). Entry
+#: ``defaults`` are keyword arguments that :func:`build_model` passes unless ``ModelConfig.params`` sets them.
+ARCHITECTURES: Registry[Callable[..., nn.Module]] = Registry("architecture", plugins="models", adapt=_plugin_entry)
 
 # DPT's ViT encoders have a fixed input size unless timm interpolates the position
 # embeddings; training crops and validation images differ in size, so allow it.
 _ARCH_DEFAULTS: dict[str, dict[str, Any]] = {"DPT": {"dynamic_img_size": True}}
 
-for _name, _description in _catalog.ARCHITECTURES.items():
+for _name, _description in _catalog.BUILTIN_ARCHITECTURES.items():
     ARCHITECTURES.add(
         _name,
         getattr(smp, _name),
@@ -80,6 +90,12 @@ def _named_arguments(cls: Callable[..., nn.Module]) -> dict[str, inspect.Paramet
         for n, p in sig.parameters.items()
         if n != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)
     }
+
+
+def _plugin(arch: str) -> _plugins.PluginItem | None:
+    """The plugin item behind ``arch``; None for a built-in (smp) architecture."""
+    _arch_class(arch)  # unknown or broken names raise here
+    return None if arch in _catalog.BUILTIN_ARCHITECTURES else _plugins.items("models")[arch]
 
 
 def _check_params(cfg: ModelConfig) -> None:
@@ -134,9 +150,14 @@ def model_input_multiple(cfg: ModelConfig) -> int:
     Args:
         cfg: the model config (``params`` such as ``encoder_depth`` are taken into account).
 
+    A plugin model declares its own with an ``input_multiple`` attribute on its factory (default 32).
+
     Returns:
         A size multiple (e.g. 32); any positive multiple of it is a valid input size.
     """
+    item = _plugin(cfg.arch)
+    if item is not None:
+        return int(getattr(item.obj, "input_multiple", 32))
     cls = _arch_class(cfg.arch)
     named = _named_arguments(cls)
     if cfg.arch == "PAN":
@@ -232,39 +253,75 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
     nn.Module.load_state_dict(encoder, state, strict=True)
 
 
-def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
-    """Build the smp model ``cfg`` describes.
+def check_encoder_name(encoder: str) -> None:
+    """Raise unless ``encoder`` is an smp encoder name or ``tu-<timm model>``.
+
+    Raises:
+        ConfigError: naming similar valid names.
+    """
+    if encoder.startswith("tu-"):
+        _check_timm_encoder(encoder)
+    elif encoder not in smp.encoders.get_encoder_names():
+        raise ConfigError(
+            f"unknown encoder {encoder!r}; use a name from smp.encoders.get_encoder_names() or 'tu-<timm model>'"
+        )
+
+
+def _build_plugin(item: _plugins.PluginItem, cfg: ModelConfig, num_classes: int) -> nn.Module:
+    """A plugin's model: ``factory(in_channels=, classes=, **params)`` (+ encoder arguments it declares)."""
+    kwargs: dict[str, Any] = {"in_channels": cfg.in_channels, "classes": num_classes}
+    try:
+        accepted = set(inspect.signature(item.obj).parameters)
+    except (TypeError, ValueError):
+        accepted = set()  # no signature to read: pass only the arguments every model takes
+    if "encoder_name" in accepted:
+        kwargs["encoder_name"] = cfg.encoder
+    if "encoder_weights" in accepted:
+        kwargs["encoder_weights"] = cfg.encoder_weights
+    model = item.obj(**kwargs, **_plugins.checked_params(item, cfg.params))
+    if not isinstance(model, nn.Module):
+        raise ConfigError(f"plugin model {item.source} returned a {type(model).__name__}, not a torch nn.Module")
+    return model
+
+
+def build_model(cfg: ModelConfig, num_classes: int, *, weights_cache: WeightsCache | None = None) -> nn.Module:
+    """Build the model ``cfg`` describes: an smp architecture, or an installed plugin's model.
 
     Args:
-        cfg: architecture, encoder, weights and extra smp keyword arguments (``cfg.params``).
+        cfg: architecture, encoder, weights and extra keyword arguments (``cfg.params``).
         num_classes: output channels ``C``.
+        weights_cache: Where cached pretrained weights are read first, and whether downloading is
+            allowed; None: no cache, download as usual.
 
     Returns:
         A module mapping images ``[N, in_channels, H, W]`` (H, W multiples of
         :func:`model_input_multiple`) to logits ``[N, C, H, W]``.
 
     Raises:
-        ConfigError: unknown timm model, bad ``params``, missing weights file or weights that
-            cannot be fetched.
+        ConfigError: unknown timm model, bad ``params``, missing weights file, or weights neither
+            cached nor downloadable (naming the expected cache file and the import command).
         CheckpointError: a weights file that does not match the encoder.
     """
     if num_classes < 1:
         raise ConfigError(f"num_classes must be >= 1, got {num_classes}")
+    item = _plugin(cfg.arch)
+    if item is not None:
+        return _build_plugin(item, cfg, num_classes)
     cls = _arch_class(cfg.arch)
     _check_params(cfg)
     is_timm = cfg.encoder.startswith("tu-")
-    if is_timm:
-        _check_timm_encoder(cfg.encoder)
-    elif cfg.encoder not in smp.encoders.get_encoder_names():
-        raise ConfigError(
-            f"unknown encoder {cfg.encoder!r}; use a name from smp.encoders.get_encoder_names() "
-            "or 'tu-<timm model>'"
-        )
+    check_encoder_name(cfg.encoder)
 
+    cache = weights_cache or WeightsCache()
     weights: str | bool | None = None
+    cached: Path | None = None
     if cfg.encoder_weights_path is None and cfg.encoder_weights is not None:
-        # smp expects True (the timm default tag) for 'tu-' encoders and a tag name otherwise.
-        weights = True if is_timm else cfg.encoder_weights
+        cached = cache.find(cfg.encoder, cfg.encoder_weights)
+        if cached is None and cache.offline:
+            raise cache.missing(cfg.encoder, cfg.encoder_weights, "downloads are off (offline mode)")
+        if cached is None:
+            # smp expects True (the timm default tag) for 'tu-' encoders and a tag name otherwise.
+            weights = True if is_timm else cfg.encoder_weights
     kwargs = {**ARCHITECTURES.get(cfg.arch).defaults, **cfg.params}
     try:
         model = cls(
@@ -274,6 +331,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
             classes=num_classes,
             **kwargs,
         )
+    except OSError as exc:  # weights download failed (offline, hub unreachable); before ValueError: HF's is both
+        raise cache.missing(cfg.encoder, str(cfg.encoder_weights), f"downloading them failed ({exc})") from exc
     except (TypeError, ValueError, AssertionError) as exc:
         bad = re.search(r"argument '(\w+)'", str(exc))
         named = f" (argument {bad.group(1)!r})" if bad else ""
@@ -286,11 +345,8 @@ def build_model(cfg: ModelConfig, num_classes: int) -> nn.Module:
             f"cannot build {cfg.arch} with encoder {cfg.encoder!r}: {exc.args[0] if exc.args else exc}. "
             "Fix model.encoder_weights (e.g. 'imagenet') or set it to null."
         ) from exc
-    except OSError as exc:  # weights download failed (offline, hub unreachable)
-        raise ConfigError(
-            f"cannot fetch {cfg.encoder_weights!r} weights for {cfg.encoder!r}: {exc}. On an offline machine "
-            "set model.encoder_weights_path to a local file, or encoder_weights to null."
-        ) from exc
     if cfg.encoder_weights_path is not None:
         load_encoder_weights(model, cfg.encoder_weights_path)
+    elif cached is not None:
+        load_encoder_weights(model, cached)
     return model

@@ -1,4 +1,4 @@
-"""``segboard doctor``, ``backup`` and ``restore``: parsers and commands.
+"""``segboard doctor``, ``backup``, ``restore`` (and ``weights``, from :mod:`worker.cli_weights`): parsers, commands.
 
 Kept apart from :mod:`worker.cli` so that module stays about the queue; :func:`add_parsers` is
 called by :func:`worker.cli.build_parser`.
@@ -98,3 +98,7 @@ def add_parsers(sub: Any, services: Callable[[argparse.ArgumentParser], None]) -
     rs.add_argument("src", help="the backup folder")
     rs.add_argument("--force", action="store_true", help="restore even though `segboard up` is running")
     rs.set_defaults(func=cmd_restore)
+
+    from worker import cli_weights  # `segboard weights`: this machine's pretrained-weights cache
+
+    cli_weights.add_parsers(sub)

@@ -199,7 +199,7 @@ def evaluate(
     scored at its own resolution. With several ranks, each scores its own shard and the per-class
     counts are summed over ranks before the metrics are computed.
     """
-    from segcore.metrics import MetricAccumulator
+    from segcore.metrics import MetricAccumulator, plugin_metrics
     from segcore.models import model_input_multiple
 
     model.eval()
@@ -226,6 +226,7 @@ def evaluate(
     if dist_ctx.active:
         acc.all_reduce()
     metrics = acc.compute()
+    metrics.update(plugin_metrics(acc))  # installed metric plugins, from the same counts
     if loss_fn is not None:
         total, count = dist_ctx.all_reduce_sum([loss_sum, float(n)])
         if count:

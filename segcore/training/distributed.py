@@ -146,6 +146,7 @@ def _rank_main(spec_path: str, rank: int) -> None:
     """Entry point of ranks 1..world-1: ``python -m segcore.training.distributed SPEC RANK``."""
     from segcore.config import parse_config
     from segcore.training.loop import fit_rank
+    from segcore.weights import WeightsCache
 
     spec = json.loads(Path(spec_path).read_text(encoding="utf-8"))
     threading.Thread(target=_watch_parent, args=(spec["parent"],), daemon=True).start()
@@ -153,7 +154,8 @@ def _rank_main(spec_path: str, rank: int) -> None:
                     port=spec["port"])
     try:
         fit_rank(parse_config(spec["config"]), spec["workdir"], dataset_root=spec["dataset_root"],
-                 resume=spec["resume"], device=spec["device"], dist_ctx=ctx)
+                 resume=spec["resume"], device=spec["device"], dist_ctx=ctx,
+                 weights_cache=WeightsCache.from_dict(spec.get("weights_cache")))
     finally:
         dist.destroy_process_group()
 
@@ -241,6 +243,7 @@ def launch(
     resume: bool,
     device: str | None,
     run_rank0: Any,
+    weights_cache: Any = None,
 ) -> Any:
     """Start ranks 1..n-1, run rank 0 here with ``run_rank0(dist_ctx)``, and return its result.
 
@@ -255,6 +258,7 @@ def launch(
         "config": config.to_dict(), "workdir": str(workdir), "dataset_root": dataset_root, "resume": resume,
         "device": device, "world": world, "indices": list(indices), "device_type": device_type,
         "port": store.port, "parent": os.getpid(),
+        "weights_cache": weights_cache.to_dict() if weights_cache is not None else None,
     }
     logs = Path(workdir) / ".ddp"
     logs.mkdir(parents=True, exist_ok=True)

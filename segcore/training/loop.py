@@ -37,6 +37,7 @@ from segcore.training._state import Progress, repair_metrics_log, restore, save_
 from segcore.training.averaging import make_ema, make_swa
 from segcore.training.callbacks import EpochReport, FitResult, StopTraining, dispatch
 from segcore.training.distributed import Dist, launch, resolve_devices
+from segcore.weights import WeightsCache
 
 __all__ = ["fit", "fit_rank"]
 
@@ -113,14 +114,16 @@ def _loader_workers(cfg: ExperimentConfig, rt: Runtime, world: int) -> int:
     return max(1, min(8, (os.cpu_count() or 2) // world - 1))
 
 
-def _build_trainer(cfg: ExperimentConfig, rt: Runtime, d: Dist, *, optimizer_steps: int) -> Trainer:
+def _build_trainer(
+    cfg: ExperimentConfig, rt: Runtime, d: Dist, *, optimizer_steps: int, weights_cache: WeightsCache | None = None
+) -> Trainer:
     from segcore.data.mixing import BatchMixer
     from segcore.losses import build_loss
     from segcore.models import build_model
     from segcore.training.optim import build_optimizer, build_scheduler
 
     tc = cfg.training
-    model = build_model(cfg.model, num_classes=cfg.data.num_classes)
+    model = build_model(cfg.model, num_classes=cfg.data.num_classes, weights_cache=weights_cache)
     if d.active and rt.device.type == "cuda" and tc.sync_batchnorm:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model = model.to(rt.device)
@@ -181,6 +184,7 @@ def fit(
     device: str | None = None,
     devices: int | list[int] | None = None,
     write_val_store: bool = True,
+    weights_cache: WeightsCache | None = None,
 ) -> FitResult:
     """Train one run and write its run folder.
 
@@ -193,6 +197,8 @@ def fit(
         device: Overrides ``config.training.device``.
         devices: Overrides ``config.training.devices`` (several devices: DDP, this process is rank 0).
         write_val_store: After training, store the best model's validation probabilities.
+        weights_cache: Where pretrained encoder weights are read first and whether downloading is
+            allowed (:mod:`segcore.weights`); None: download as usual.
 
     Returns:
         A :class:`FitResult`.
@@ -209,13 +215,14 @@ def fit(
     root = str(dataset_root) if dataset_root is not None else None
     if indices is None:
         return fit_rank(config, workdir, dataset_root=root, callbacks=callbacks, resume=resume, device=device,
-                        write_val_store=write_val_store)
+                        write_val_store=write_val_store, weights_cache=weights_cache)
     Path(workdir).mkdir(parents=True, exist_ok=True)
     return launch(
         config, str(workdir), indices=indices, device_type=rt.device.type, dataset_root=root, resume=resume,
-        device=device,
+        device=device, weights_cache=weights_cache,
         run_rank0=lambda ctx: fit_rank(config, workdir, dataset_root=root, callbacks=callbacks, resume=resume,
-                                       device=device, write_val_store=write_val_store, dist_ctx=ctx),
+                                       device=device, write_val_store=write_val_store, dist_ctx=ctx,
+                                       weights_cache=weights_cache),
     )
 
 
@@ -229,6 +236,7 @@ def fit_rank(
     device: str | None = None,
     write_val_store: bool = True,
     dist_ctx: Dist | None = None,
+    weights_cache: WeightsCache | None = None,
 ) -> FitResult:
     """The training of one process: the whole run, or one rank of a DDP run (only rank 0 writes)."""
     cfg, tc = config, config.training
@@ -246,7 +254,7 @@ def fit_rank(
     full = per_rank >= tc.batch_size
     loader_len = per_rank // tc.batch_size if full else 1
     steps = max(1, min(loader_len, tc.steps_per_epoch or loader_len))
-    t = _build_trainer(cfg, rt, d, optimizer_steps=max(1, steps // tc.accumulate))
+    t = _build_trainer(cfg, rt, d, optimizer_steps=max(1, steps // tc.accumulate), weights_cache=weights_cache)
 
     if d.active:
         sync_bn = sum(isinstance(m, torch.nn.SyncBatchNorm) for m in t.model.modules())

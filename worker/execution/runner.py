@@ -240,9 +240,12 @@ def _train(
     try:
         from segcore.config import parse_config
         from segcore.training import fit
+        from segcore.weights import WeightsCache
+        from worker.services.confinement import DataRoots, check_config
 
         config = parse_config(config_data)
         progress = _Progress(ctx, token, keeper, config.evaluation.monitor, workdir)
+        check_config(config, roots=DataRoots.from_settings(settings))  # the paths, again, where they are read
         arts = ctx.artifacts
         source, dataset_root = arts.local_source(config.data.source, settings.dataset_root)
         config = config.model_copy(update={"data": config.data.model_copy(update={"source": source})})
@@ -265,6 +268,7 @@ def _train(
             resume=resume,
             device=ctx.fit_device,
             devices=ctx.fit_devices,
+            weights_cache=WeightsCache(settings.weights_path, offline=settings.weights_offline),
         )
     except BaseException as exc:  # every failure is recorded, then re-raised if fatal
         if progress is not None and progress.stop_reason is not None and isinstance(exc, progress.StopTraining):
@@ -279,8 +283,9 @@ def _train(
             if not lifecycle.fail_run(s, token=token, error_message=message):
                 return RunOutcome.LOST
             from segcore.errors import SegcoreError
+            from worker.errors import ServiceError
 
-            if not isinstance(exc, SegcoreError):
+            if not isinstance(exc, (SegcoreError, ServiceError)):
                 lifecycle.record_log(
                     s, run_id=token.object_id, level=LogLevel.ERROR, message="".join(traceback.format_exception(exc))
                 )
