@@ -13,9 +13,10 @@ Inputs of every term and of the sum:
 
 Multiclass pixels labelled ``ignore_index`` contribute nothing to any term (neither value nor
 gradient): torch's cross-entropy and every smp loss used here (Dice, Jaccard, Tversky, Focal,
-Lovasz) take ``ignore_index`` natively, so no term needs pixels masked beforehand; a batch with
-no labelled pixel gives a loss of 0. smp's multiclass focal loss is one-vs-rest: a sigmoid focal
-term per class, averaged over classes.
+Lovasz) take ``ignore_index`` natively, and the SSIM term (torchmetrics' SSIM, :mod:`segcore._ssim`)
+masks them itself; a batch with no labelled pixel gives a loss of 0. Installed plugins add terms
+(entry-point group ``segboard.losses``, see ``docs/plugins.md``) with the same factory contract.
+smp's multiclass focal loss is one-vs-rest: a sigmoid focal term per class, averaged over classes.
 
 Example:
     >>> loss_fn = build_loss(cfg)                         # cfg.loss = "0.6*ce + 0.4*jaccard"
@@ -34,10 +35,10 @@ import torch
 from segmentation_models_pytorch import losses as smp_losses
 from torch import nn
 
-from segcore import catalog as _catalog
+from segcore import catalog as _catalog, plugins as _plugins
 from segcore.config import ExperimentConfig, LossTerm, TaskType
 from segcore.errors import ConfigError, TrainingError
-from segcore.registry import Registry
+from segcore.registry import Entry, Registry
 
 __all__ = [
     "LOSSES",
@@ -52,10 +53,30 @@ __all__ = [
 #: forward is ``(logits [N, C, H, W] float32, target) -> scalar``.
 LossFactory = Callable[..., nn.Module]
 
-#: Loss name -> factory. ``defaults`` lists each term's params and their default values.
-LOSSES: Registry[LossFactory] = Registry("loss")
-
 _CONTEXT = ("task", "num_classes", "ignore_index")
+
+
+def _plugin_entry(item: _plugins.PluginItem) -> Entry[LossFactory]:
+    """A plugin's loss factory behind the built-ins' contract: declared params only, an nn.Module out."""
+
+    def factory(*, task: TaskType, num_classes: int, ignore_index: int, **params: Any) -> nn.Module:
+        module = item.obj(task=task, num_classes=num_classes, ignore_index=ignore_index,
+                          **_plugins.checked_params(item, params))
+        if not isinstance(module, nn.Module):
+            raise ConfigError(f"plugin loss {item.source} returned a {type(module).__name__}, not a torch nn.Module")
+        return module
+
+    keyword = inspect.Parameter.KEYWORD_ONLY
+    factory.__signature__ = inspect.Signature(  # type: ignore[attr-defined]  # read by build_loss_term
+        [inspect.Parameter(n, keyword) for n in (*_CONTEXT, *(p.name for p in item.params))]
+    )
+    defaults = {p.name: p.default for p in item.params if not p.required}
+    return Entry(item.name, factory, item.summary(), defaults, item.tasks)
+
+
+#: Loss name -> factory: the built-ins, then installed plugins' terms. ``defaults`` lists each
+#: term's params and their default values.
+LOSSES: Registry[LossFactory] = Registry("loss", plugins="losses", adapt=_plugin_entry)
 
 
 def _register(name: str, defaults: dict[str, Any]) -> Callable[[LossFactory], LossFactory]:
@@ -250,6 +271,13 @@ def _make_lovasz(*, task: TaskType, num_classes: int, ignore_index: int, per_ima
     return smp_losses.LovaszLoss(
         _smp_mode(task), per_image=_bool("lovasz", "per_image", per_image), ignore_index=_ignore(task, ignore_index)
     )
+
+
+@_register("ssim", {"sigma": 1.5})
+def _make_ssim(*, task: TaskType, num_classes: int, ignore_index: int, sigma: float = 1.5) -> nn.Module:
+    from segcore._ssim import SSIMLoss
+
+    return SSIMLoss(task, ignore_index=_ignore(task, ignore_index), sigma=sigma)
 
 
 # ---------------------------------------------------------------- composition

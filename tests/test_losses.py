@@ -202,3 +202,50 @@ def test_a_batch_with_nothing_labelled_gives_zero_loss_and_zero_gradients() -> N
     # one labelled pixel: a real loss again
     target[0, 0, 0] = 1
     assert float(loss_fn(logits, target)) > 0
+
+
+# ---------------------------------------------------------------- SSIM against the reference implementation
+
+
+def _reference_ssim(probs: torch.Tensor, truth: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    mean, full = structural_similarity_index_measure(probs, truth, data_range=1.0, return_full_image=True)
+    return mean, full
+
+
+@pytest.mark.parametrize("task", ["multiclass", "multilabel"])
+def test_ssim_is_one_minus_torchmetrics_ssim_of_probabilities_and_one_hot_targets(task: str) -> None:
+    logits, target, _ = _data(task, seed=3)
+    if task == "multiclass":
+        target = target.clamp(max=C - 1)  # every pixel labelled
+        probs, truth = logits.softmax(1), torch.nn.functional.one_hot(target, C).permute(0, 3, 1, 2).float()
+    else:
+        probs, truth = logits.sigmoid(), target
+    term = build_loss_term(LossTerm(name="ssim"), task=TaskType(task), num_classes=C, ignore_index=IGNORE)
+    mean, _ = _reference_ssim(probs, truth)
+    torch.testing.assert_close(term(logits, target), 1 - mean, rtol=1e-5, atol=1e-6)
+
+
+def test_ssim_leaves_ignored_pixels_out_as_the_reference_does_on_masked_images() -> None:
+    logits, target, _ = _data("multiclass", seed=4)  # a band of ignored rows
+    labelled = (target != IGNORE).unsqueeze(1).float()
+    onehot = torch.nn.functional.one_hot(target.clamp(max=C - 1), C).permute(0, 3, 1, 2).float()
+    _, full = _reference_ssim(logits.softmax(1) * labelled, onehot * labelled)
+    weight = labelled.expand_as(full)
+    expected = 1 - (full * weight).sum() / weight.sum()
+    term = build_loss_term(LossTerm(name="ssim"), task=TaskType.MULTICLASS, num_classes=C, ignore_index=IGNORE)
+    torch.testing.assert_close(term(logits, target), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_ssim_in_a_weighted_sum_with_focal_and_dice() -> None:
+    loss_fn = build_loss(_config("0.5*focal + 0.3*dice + 0.2*ssim"))
+    logits, target, _ = _data("multiclass")
+    parts = loss_terms(loss_fn, logits, target)
+    assert set(parts) == {"focal", "dice", "ssim", "total"} and 0 < parts["ssim"].item() < 2
+    torch.testing.assert_close(parts["total"], 0.5 * parts["focal"] + 0.3 * parts["dice"] + 0.2 * parts["ssim"])
+
+
+def test_ssim_sigma_is_checked() -> None:
+    with pytest.raises(ConfigError, match=r"loss 'ssim': parameter 'sigma' must be a number in \(0, 16\]"):
+        build_loss(_config({"terms": [{"name": "ssim", "params": {"sigma": 0}}]}))
