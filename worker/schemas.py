@@ -24,6 +24,7 @@ from worker.db.models import (
     MemberRole,
     RunStatus,
     SourceKind,
+    UploadStatus,
     WorkerStatus,
 )
 
@@ -54,6 +55,9 @@ __all__ = [
     "WorkerRead",
     "JobRead",
     "AuditEventRead",
+    "ApiTokenRead",
+    "UploadRead",
+    "CachedWeightsRead",
 ]
 
 
@@ -83,6 +87,8 @@ class MemberRead(_Read):
     email: str | None
     role: MemberRole
     created_at: dt.datetime
+    has_password: bool = False
+    oidc_linked: bool = False
 
 
 class DatasetRead(_Read):
@@ -446,3 +452,38 @@ class AuditEventRead(_Read):
     object_id: int | None
     detail: dict[str, Any]
     ts: dt.datetime
+
+
+class ApiTokenRead(_Read):
+    """An API token as lists show it: its prefix, never the token or its hash."""
+
+    id: int
+    member_id: int
+    name: str
+    prefix: str
+    created_at: dt.datetime
+    last_used_at: dt.datetime | None
+    expires_at: dt.datetime | None
+    revoked_at: dt.datetime | None
+
+
+class UploadRead(_Read):
+    """An uploaded archive; while active, ``bytes`` is the most it may unpack."""
+
+    id: int
+    member_id: int | None
+    filename: str
+    status: UploadStatus
+    bytes: int
+    started_at: dt.datetime
+    finished_at: dt.datetime | None
+    dataset_id: int | None
+
+
+class CachedWeightsRead(_Read):
+    """One file of this machine's pretrained-weights cache (docs/weights.md)."""
+
+    encoder: str
+    weights: str
+    path: str
+    size_bytes: int

@@ -16,7 +16,7 @@ from worker.queue.dispatch import waiting_in_broker
 from .queue_fixtures import REPO, child_env, make_settings, q_dataset, q_system_redis_url, tiny_config  # noqa: F401
 
 SUBCOMMANDS = ["db", "up", "worker", "reaper", "submit", "runs", "jobs", "cancel", "requeue", "priority", "logs",
-               "workers", "dataset", "doctor", "backup", "restore"]
+               "workers", "dataset", "doctor", "backup", "restore", "user", "token", "weights"]
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from segcore.config import TaskType
+from worker.db._accounts import ApiToken, LoginMethod, LoginSession, Upload, UploadStatus
 from worker.db.base import Base, MetricsJSON, enum_column_type, utcnow
 
 __all__ = [
@@ -43,6 +44,11 @@ __all__ = [
     "WorkerNode",
     "Job",
     "AuditEvent",
+    "LoginMethod",
+    "UploadStatus",
+    "LoginSession",
+    "ApiToken",
+    "Upload",
 ]
 
 # The validation metric kinds every leaderboard row has a column for (segcore.catalog.METRICS minus loss).
@@ -151,6 +157,22 @@ class Member(Base):
     email: Mapped[str | None] = mapped_column(sa.String(254), unique=True)
     role: Mapped[MemberRole] = mapped_column(enum_column_type(MemberRole), default=MemberRole.MEMBER)
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    # argon2 hash; None: no password (an OIDC identity, or a member who has not logged in yet)
+    password_hash: Mapped[str | None] = mapped_column(sa.String(255))
+    # a unique index, not a constraint: adding it leaves the table in place on SQLite too
+    oidc_subject: Mapped[str | None] = mapped_column(sa.String(255), unique=True, index=True)
+    # logins (and OIDC tokens) issued before this are revoked
+    credentials_changed_at: Mapped[dt.datetime | None]
+
+    @property
+    def has_password(self) -> bool:
+        """Whether the member can log in with a password."""
+        return self.password_hash is not None
+
+    @property
+    def oidc_linked(self) -> bool:
+        """Whether an OpenID Connect identity is linked to the member."""
+        return self.oidc_subject is not None
 
 
 class Dataset(Base):
