@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from webapp.components.archive import ArchiveError, ArchiveLimits, dataset_folder, extract_archive, safe_member_path
+from worker.services.uploads import ArchiveError, ArchiveLimits, dataset_folder, extract_archive, safe_member_path
 
 
 def _zip(entries: dict[str, bytes]) -> bytes:
