@@ -1,7 +1,8 @@
 """The experiment config: one typed, JSON/YAML round-trippable contract from form to worker.
 
 No torch import here: the web app builds its forms from this module and :mod:`segcore.catalog`.
-The data section (sources, splits, ``DataConfig``) lives in :mod:`segcore._config_data` and is
+The data section (sources, splits, ``DataConfig``) lives in :mod:`segcore._config_data`, how validation
+errors read in :mod:`segcore._config_messages`, and the bounds in :mod:`segcore.limits`; the first two are
 re-exported here: import every name from this module.
 
 Example:
@@ -22,12 +23,12 @@ import enum
 import json
 import re
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, Field, ValidationError, field_validator, model_validator
 
-from segcore import catalog as _catalog
+from segcore import catalog as _catalog, limits
 from segcore._config_data import (
     CocoSource,
     DataConfig,
@@ -36,13 +37,17 @@ from segcore._config_data import (
     KFoldSplit,
     MaskFolderSource,
     MultilabelJsonSource,
+    PathText,
     PredefinedSplit,
     RareClassCropConfig,
+    Seed,
     SplitConfig,
     TaskType,
     _Strict,
 )
+from segcore._config_messages import field_problems, format_validation_error
 from segcore.errors import ConfigError
+from segcore.plugins import PluginRecord
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -73,9 +78,13 @@ __all__ = [
     "dump_config",
     "parse_config",
     "format_validation_error",
+    "field_problems",
 ]
 
 SCHEMA_VERSION: Final = 1
+
+Params = Annotated[dict[str, Any], AfterValidator(limits.check_params)]
+"""Free-form keyword arguments: JSON-like values of bounded size (see :func:`segcore.limits.check_params`)."""
 
 
 class Precision(str, enum.Enum):
@@ -94,19 +103,21 @@ class ModelConfig(_Strict):
     arch: str = "Unet"
     encoder: str = "resnet18"
     encoder_weights: str | None = Field(
-        default=None, description="'imagenet' etc. (downloads on first use), or None for random init."
+        default=None, max_length=100,
+        description="'imagenet' etc. (downloads on first use), or None for random init.",
     )
-    encoder_weights_path: str | None = Field(
+    encoder_weights_path: PathText | None = Field(
         default=None, description="Local file of encoder weights (offline sites); overrides encoder_weights."
     )
-    in_channels: int = Field(default=3, ge=1)
-    params: dict[str, Any] = Field(
+    in_channels: int = Field(default=3, ge=1, le=limits.MAX_IN_CHANNELS)
+    params: Params = Field(
         default_factory=dict, description="Extra keyword arguments for the smp architecture."
     )
 
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
+        _catalog.check_plugin_name("models", v)
         if v not in _catalog.ARCHITECTURES:
             raise ValueError(f"unknown architecture {v!r}; valid choices: {', '.join(_catalog.ARCHITECTURES)}")
         return v
@@ -132,12 +143,13 @@ _TERM_RE = re.compile(r"^\s*(?:(\d*\.?\d+(?:e-?\d+)?)\s*\*\s*)?([a-z_]+)\s*$")
 
 class LossTerm(_Strict):
     name: str
-    weight: float = Field(default=1.0, gt=0)
-    params: dict[str, Any] = Field(default_factory=dict)
+    weight: float = Field(default=1.0, gt=0, le=limits.MAX_PARAM_NUMBER)
+    params: Params = Field(default_factory=dict)
 
     @field_validator("name")
     @classmethod
     def _known_loss(cls, v: str) -> str:
+        _catalog.check_plugin_name("losses", v)
         if v not in _catalog.LOSSES:
             raise ValueError(f"unknown loss {v!r}; valid choices: {', '.join(_catalog.LOSSES)}")
         return v
@@ -146,7 +158,7 @@ class LossTerm(_Strict):
 class LossConfig(_Strict):
     """A weighted sum of loss terms. Accepts the string form ``"0.6*ce + 0.4*jaccard"``."""
 
-    terms: list[LossTerm] = Field(min_length=1)
+    terms: list[LossTerm] = Field(min_length=1, max_length=limits.MAX_LOSS_TERMS)
 
     @model_validator(mode="before")
     @classmethod
@@ -177,9 +189,19 @@ def parse_loss_expression(text: str) -> list[dict[str, Any]]:
 
 
 class TransformSpec(_Strict):
-    name: str = Field(description="An albumentations transform class name.")
-    params: dict[str, Any] = Field(default_factory=dict)
+    name: str = Field(max_length=100, description="An albumentations transform class name.")
+    params: Params = Field(default_factory=dict)
     p: float = Field(default=0.5, ge=0, le=1)
+
+    @field_validator("params")
+    @classmethod
+    def _bounded_sizes(cls, v: dict[str, Any]) -> dict[str, Any]:
+        for key in ("height", "width", "size", "min_height", "min_width", "max_height", "max_width"):
+            sides = v.get(key)
+            for side in sides if isinstance(sides, (list, tuple)) else [sides]:
+                if isinstance(side, (int, float)) and not isinstance(side, bool) and side > limits.MAX_IMAGE_SIDE:
+                    raise ValueError(f"params.{key}: sides must be at most {limits.MAX_IMAGE_SIDE} px, got {side:g}")
+        return v
 
 
 class MixingConfig(_Strict):
@@ -191,15 +213,16 @@ class MixingConfig(_Strict):
     mixup_alpha: float = Field(default=0.4, gt=0)
     copy_paste_p: float = Field(default=0.0, ge=0, le=1, description="Chance to paste rare objects into an image.")
     copy_paste_classes: list[str] = Field(
-        default_factory=list, description="Classes whose objects are pasted; empty = the rarest third."
+        default_factory=list, max_length=limits.MAX_CLASSES,
+        description="Classes whose objects are pasted; empty = the rarest third.",
     )
-    copy_paste_max_objects: int = Field(default=3, ge=1)
-    copy_paste_bank_size: int = Field(default=256, ge=1)
+    copy_paste_max_objects: int = Field(default=3, ge=1, le=limits.MAX_COPY_PASTE_OBJECTS)
+    copy_paste_bank_size: int = Field(default=256, ge=1, le=limits.MAX_COPY_PASTE_BANK)
 
 
 class AugmentationConfig(_Strict):
     preset: str = Field(default="basic", description="A named preset; `transforms` are appended after it.")
-    transforms: list[TransformSpec] = Field(default_factory=list)
+    transforms: list[TransformSpec] = Field(default_factory=list, max_length=limits.MAX_TRANSFORMS)
     mixing: MixingConfig = Field(default_factory=MixingConfig)
     normalize: Literal["imagenet", "unit"] = Field(
         default="imagenet", description="imagenet mean/std, or plain scaling to [0, 1]."
@@ -208,6 +231,7 @@ class AugmentationConfig(_Strict):
     @field_validator("preset")
     @classmethod
     def _known_preset(cls, v: str) -> str:
+        _catalog.check_plugin_name("augmentations", v)
         if v not in _catalog.AUGMENTATION_PRESETS:
             raise ValueError(
                 f"unknown augmentation preset {v!r}; valid choices: {', '.join(_catalog.AUGMENTATION_PRESETS)}"
@@ -225,7 +249,7 @@ class OptimizerConfig(_Strict):
     momentum: float = Field(default=0.9, ge=0, lt=1)
     encoder_lr_mult: float = Field(default=1.0, gt=0, description="Encoder lr = lr x this (e.g. 0.1 for pretrained).")
     lookahead: bool = False
-    lookahead_k: int = Field(default=5, ge=1)
+    lookahead_k: int = Field(default=5, ge=1, le=1000)
     lookahead_alpha: float = Field(default=0.5, gt=0, le=1)
 
     @field_validator("name")
@@ -238,14 +262,14 @@ class OptimizerConfig(_Strict):
 
 class SchedulerConfig(_Strict):
     name: str = "cosine"
-    warmup_epochs: float = Field(default=0.0, ge=0)
+    warmup_epochs: float = Field(default=0.0, ge=0, le=limits.MAX_EPOCHS)
     min_lr: float = Field(default=1e-6, ge=0)
-    restart_epochs: int = Field(default=10, ge=1)
-    restart_mult: int = Field(default=1, ge=1)
-    power: float = Field(default=0.9, gt=0)
+    restart_epochs: int = Field(default=10, ge=1, le=limits.MAX_EPOCHS)
+    restart_mult: int = Field(default=1, ge=1, le=100)
+    power: float = Field(default=0.9, gt=0, le=100)
     factor: float = Field(default=0.5, gt=0, lt=1)
-    patience: int = Field(default=3, ge=0)
-    max_lr_factor: float = Field(default=10.0, gt=0)
+    patience: int = Field(default=3, ge=0, le=limits.MAX_EPOCHS)
+    max_lr_factor: float = Field(default=10.0, gt=0, le=10_000)
 
     @field_validator("name")
     @classmethod
@@ -256,21 +280,22 @@ class SchedulerConfig(_Strict):
 
 
 class TrainingConfig(_Strict):
-    epochs: int = Field(default=20, ge=1)
-    batch_size: int = Field(default=8, ge=1)
-    accumulate: int = Field(default=1, ge=1, description="Gradient accumulation steps.")
+    epochs: int = Field(default=20, ge=1, le=limits.MAX_EPOCHS)
+    batch_size: int = Field(default=8, ge=1, le=limits.MAX_BATCH_SIZE)
+    accumulate: int = Field(default=1, ge=1, le=limits.MAX_ACCUMULATE, description="Gradient accumulation steps.")
     precision: Precision = Precision.AUTO
     channels_last: bool | None = Field(default=None, description="None: on where it is faster (CPU, CUDA).")
     ema_decay: float | None = Field(default=None, gt=0, lt=1, description="EMA of weights, e.g. 0.999.")
-    swa_start_epoch: int | None = Field(default=None, ge=1, description="Average weights from this epoch on.")
-    early_stopping_patience: int | None = Field(default=None, ge=1)
+    swa_start_epoch: int | None = Field(default=None, ge=1, le=limits.MAX_EPOCHS,
+                                        description="Average weights from this epoch on.")
+    early_stopping_patience: int | None = Field(default=None, ge=1, le=limits.MAX_EPOCHS)
     grad_clip: float | None = Field(default=None, gt=0)
-    seed: int = 0
+    seed: Seed = 0
     num_workers: int | None = Field(
         default=None, ge=0, le=64,
         description="Data loader processes per device. None: 0 on the CPU, min(8, cores per device) on CUDA.",
     )
-    device: str = Field(default="auto", description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
+    device: str = Field(default="auto", max_length=32, description="'auto', 'cpu', 'cuda', 'cuda:1', ...")
     devices: int | list[int] | None = Field(
         default=None,
         description="Train one run on several devices with DDP: CUDA indices ([0, 1]) or a count (2; on the "
@@ -279,36 +304,41 @@ class TrainingConfig(_Strict):
     compile: bool = Field(default=False, description="torch.compile the training forward (warm-up is reported).")
     sync_batchnorm: bool = Field(default=True, description="With several CUDA devices, BatchNorm statistics "
                                  "over the global batch (SyncBatchNorm).")
-    steps_per_epoch: int | None = Field(default=None, ge=1, description="Cap on steps per epoch (quick trials).")
-    checkpoint_every: int = Field(default=1, ge=1, description="Save a resumable checkpoint every N epochs.")
+    steps_per_epoch: int | None = Field(default=None, ge=1, le=limits.MAX_STEPS_PER_EPOCH,
+                                        description="Cap on steps per epoch (quick trials).")
+    checkpoint_every: int = Field(default=1, ge=1, le=limits.MAX_EPOCHS,
+                                  description="Save a resumable checkpoint every N epochs.")
 
     @field_validator("devices")
     @classmethod
     def _devices(cls, v: int | list[int] | None) -> int | list[int] | None:
-        if isinstance(v, int) and not 1 <= v <= 64:
-            raise ValueError(f"devices must be a count from 1 to 64 or a list of CUDA indices, got {v}")
+        top = limits.MAX_DEVICES
+        if isinstance(v, int) and not 1 <= v <= top:
+            raise ValueError(f"devices must be a count from 1 to {top} or a list of CUDA indices, got {v}")
         if isinstance(v, list):
-            if not v or any(d < 0 for d in v):
-                raise ValueError(f"devices must list CUDA indices (0, 1, ...), got {v}")
+            if not v or len(v) > top or any(not 0 <= d < top for d in v):
+                raise ValueError(f"devices must list at most {top} CUDA indices (0..{top - 1}), got {v[:8]}")
         return v
 
 
 class EvaluationConfig(_Strict):
     monitor: str = Field(default="miou", description="Metric that selects the best checkpoint.")
     threshold: float = Field(default=0.5, gt=0, lt=1, description="Multilabel probability threshold.")
-    every: int = Field(default=1, ge=1, description="Validate every N epochs (and always at the last).")
+    every: int = Field(default=1, ge=1, le=limits.MAX_EPOCHS,
+                       description="Validate every N epochs (and always at the last).")
 
     @field_validator("monitor")
     @classmethod
     def _known(cls, v: str) -> str:
+        _catalog.check_plugin_name("metrics", v)
         if v not in _catalog.METRICS:
             raise ValueError(f"unknown metric {v!r}; valid choices: {', '.join(_catalog.METRICS)}")
         return v
 
 
-class ExperimentConfig(_Strict):
+class ExperimentConfig(PluginRecord, _Strict):
     schema_version: Literal[1] = SCHEMA_VERSION
-    name: str = Field(default="experiment", min_length=1, max_length=200)
+    name: str = Field(default="experiment", min_length=1, max_length=limits.MAX_NAME_CHARS)
     data: DataConfig
     model: ModelConfig = Field(default_factory=ModelConfig)
     loss: LossConfig = Field(default_factory=lambda: LossConfig(terms=[LossTerm(name="ce")]))
@@ -317,8 +347,10 @@ class ExperimentConfig(_Strict):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
-    tags: list[str] = Field(default_factory=list)
-    note: str = ""
+    tags: list[Annotated[str, Field(max_length=limits.MAX_TAG_CHARS)]] = Field(
+        default_factory=list, max_length=limits.MAX_TAGS
+    )
+    note: str = Field(default="", max_length=limits.MAX_NOTE_CHARS)
 
     @model_validator(mode="after")
     def _consistent(self) -> ExperimentConfig:
@@ -345,6 +377,9 @@ class ExperimentConfig(_Strict):
         missing = [c for c in self.augmentation.mixing.copy_paste_classes if c not in self.data.classes]
         if missing:
             raise ValueError(f"copy_paste_classes {missing} are not among the classes {self.data.classes}")
+        used = _catalog.plugin_packages(arch=self.model.arch, losses=[t.name for t in self.loss.terms],
+                                        preset=self.augmentation.preset, monitor=self.evaluation.monitor)
+        object.__setattr__(self, "plugins", used)  # not validated assignment: that would run this again
         return self
 
     # --------------------------------------------------------- round trips
@@ -357,18 +392,6 @@ class ExperimentConfig(_Strict):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, allow_unicode=True)
-
-
-def format_validation_error(err: ValidationError) -> str:
-    """One line per problem: ``field.path: message``."""
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"] if not isinstance(p, int) or True)
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (check the spelling; see the config reference)"
-        lines.append(f"{loc or '(config)'}: {msg}")
-    return "\n".join(lines)
 
 
 def parse_config(data: dict[str, Any] | str) -> ExperimentConfig:

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from segcore.errors import SubmissionError
+from segcore.ids import looks_like_id, quote_id
 from segcore.io import atomic_path
 
 __all__ = [
@@ -152,10 +153,15 @@ def _read_rows(path: str | Path, header: Sequence[str]) -> Iterable[tuple[int, l
         text = Path(path).read_text(encoding="utf-8")
     except OSError as exc:
         raise SubmissionError(f"cannot read the submission {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError:
+        raise SubmissionError(f"{path} is not UTF-8 text, so it is not a submission CSV") from None
     reader = csv.reader(io.StringIO(text))
-    first = next(reader, None)
+    try:
+        first = next(reader, None)
+    except csv.Error:
+        first = None
     if first is None or [h.strip() for h in first] != list(header):
-        raise SubmissionError(f"{path} must start with the header {','.join(header)}, got {first}")
+        raise SubmissionError(f"{path} must start with the header {','.join(header)}; its first line differs")
     for line, row in enumerate(reader, start=2):
         if not row:
             continue
@@ -179,7 +185,7 @@ def read_class_map_csv(
     out: dict[str, np.ndarray] = {}
     for line, (image_id, pred) in _read_rows(path, CLASS_MAP_HEADER):
         if image_id in out:
-            raise SubmissionError(f"{path} line {line}: image {image_id!r} appears twice")
+            raise SubmissionError(f"{path} line {line}: image {quote_id(image_id)} appears twice")
         if not _INTS.match(pred):
             raise SubmissionError(f"{path} line {line}: PredictionString must be space-separated non-negative integers")
         values = np.array(pred.split(), dtype=np.int64)
@@ -213,7 +219,7 @@ def rle_decode(rle: str, shape: tuple[int, int]) -> np.ndarray:
     if not rle:
         return mask.reshape(h, w)
     if not _INTS.match(rle):
-        raise SubmissionError(f"malformed rle {rle[:40]!r}...: expected space-separated positive integers")
+        raise SubmissionError("malformed rle: expected space-separated positive integers")
     nums = np.array(rle.split(), dtype=np.int64)
     if nums.size % 2:
         raise SubmissionError(f"malformed rle: {nums.size} numbers, expected start/length pairs")
@@ -281,14 +287,17 @@ def read_rle_csv(path: str | Path, *, classes: Sequence[str], shape: tuple[int, 
     seen: set[tuple[str, str]] = set()
     for line, (name, cls, rle) in _read_rows(path, RLE_HEADER):
         if cls not in index:
-            raise SubmissionError(f"{path} line {line}: unknown class {cls!r}; known: {', '.join(classes)}")
+            raise SubmissionError(
+                f"{path} line {line}: unknown class {repr(cls) if looks_like_id(cls) else '(not a class name)'}; "
+                f"known: {', '.join(classes)}"
+            )
         if (name, cls) in seen:
-            raise SubmissionError(f"{path} line {line}: {name!r} / {cls!r} appears twice")
+            raise SubmissionError(f"{path} line {line}: {quote_id(name)} / {cls} appears twice")
         seen.add((name, cls))
         try:
             mask = rle_decode(rle, (h, w))
         except SubmissionError as exc:
-            raise SubmissionError(f"{path} line {line} ({name}, {cls}): {exc}") from exc
+            raise SubmissionError(f"{path} line {line} ({quote_id(name)}, {cls}): {exc}") from exc
         if name not in out:
             out[name] = np.zeros((len(classes), h, w), np.uint8)
         out[name][index[cls]] = mask

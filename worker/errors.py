@@ -14,6 +14,7 @@ __all__ = [
     "ServiceError",
     "NotFound",
     "InvalidInput",
+    "InvalidFields",
     "Conflict",
     "PermissionDenied",
     "AuthenticationFailed",
@@ -42,6 +43,26 @@ class NotFound(ServiceError, LookupError):
 
 class InvalidInput(ServiceError, ValueError):
     """An argument is invalid; the message names it and the values that are accepted."""
+
+
+class InvalidFields(InvalidInput, ConfigError):
+    """A submission refused field by field; ``problems`` holds ``(dotted field path, message)`` pairs.
+
+    The message is a summary line, then one ``field.path: message`` line per problem, so that a form
+    can show each next to its field. It is both an :class:`InvalidInput` and a :class:`ConfigError`.
+    """
+
+    def __init__(self, summary: str, problems: list[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join([summary, *(f"{field}: {message}" for field, message in self.problems)]))
+
+    @property
+    def fields(self) -> dict[str, str]:
+        """``{field: message}``; several messages for one field are joined with ``; ``."""
+        out: dict[str, str] = {}
+        for field, message in self.problems:
+            out[field] = f"{out[field]}; {message}" if field in out else message
+        return out
 
 
 class Conflict(ServiceError):

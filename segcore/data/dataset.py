@@ -31,6 +31,7 @@ from segcore.data.formats import SegDataset, open_dataset
 from segcore.data.mixing import CopyPaste
 from segcore.data.transforms import apply_transform, build_eval_transform, build_train_transform
 from segcore.errors import DatasetError
+from segcore.ids import quote_ids
 
 __all__ = [
     "TorchSegmentationDataset",
@@ -145,7 +146,7 @@ class TorchSegmentationDataset(Dataset[dict[str, Any]]):
         if unknown:
             raise DatasetError(
                 f"{len(unknown)} {'test ' if test else ''}ids are not in the dataset {dataset.root}: "
-                f"{', '.join(unknown[:10])}; use ids from dataset.{'test_ids' if test else 'ids'}"
+                f"{quote_ids(unknown)}; use ids from dataset.{'test_ids' if test else 'ids'}"
             )
         self.items: list[tuple[SegDataset, str, str]] = [(dataset, i, i) for i in ids]
         if pseudo and test:

@@ -22,22 +22,50 @@ import numpy as np
 from segcore.config import HoldoutSplit, KFoldSplit, PredefinedSplit
 from segcore.data.formats import IMAGE_EXTENSIONS, SegDataset
 from segcore.errors import ConfigError, DatasetError
+from segcore.ids import partition_ids, quote_ids
 
-__all__ = ["split_ids", "fold_assignment", "group_ids", "stratified_assignment", "read_id_list"]
+__all__ = [
+    "split_ids",
+    "fold_assignment",
+    "group_ids",
+    "stratified_assignment",
+    "read_id_list",
+    "check_id_list",
+    "MAX_SPLIT_LIST_BYTES",
+]
+
+MAX_SPLIT_LIST_BYTES = 64 * 2**20
+"""A split list larger than this is not read (64 MiB holds millions of image stems)."""
 
 
 def read_id_list(path: Path) -> list[str]:
     """Image stems listed one per line; blank lines and ``#`` comments skipped, image extensions dropped.
 
     Raises:
-        DatasetError: when the file does not exist.
+        DatasetError: when the file does not exist, is not a UTF-8 text file or is larger than
+            :data:`MAX_SPLIT_LIST_BYTES`; the message never quotes the file's contents.
     """
+    fix = "write one image stem per line, or use a holdout/kfold split"
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_SPLIT_LIST_BYTES + 1)
     except FileNotFoundError as exc:
+        raise DatasetError(f"split file {path} does not exist; {fix}") from exc
+    except IsADirectoryError as exc:
+        raise DatasetError(f"split file {path} is a folder, not a split list; {fix}") from exc
+    except OSError as exc:
+        raise DatasetError(f"split file {path} cannot be read ({exc.strerror}); {fix}") from exc
+    if len(data) > MAX_SPLIT_LIST_BYTES:
         raise DatasetError(
-            f"split file {path} does not exist; write one image stem per line, or use a holdout/kfold split"
-        ) from exc
+            f"split file {path} is larger than {MAX_SPLIT_LIST_BYTES // 2**20} MiB, so it does not look like a "
+            f"split list; {fix}"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(
+            f"split file {path} is not UTF-8 text, so it does not look like a split list; {fix}"
+        ) from None
     out = []
     for line in text.splitlines():
         item = line.split("#", 1)[0].strip()
@@ -48,6 +76,25 @@ def read_id_list(path: Path) -> list[str]:
             name = Path(name).stem
         out.append(name)
     return out
+
+
+def check_id_list(items: Sequence[str], *, name: str, path: object) -> None:
+    """Refuse a split list whose entries do not look like image ids (the file is not a split list).
+
+    Args:
+        items: The entries :func:`read_id_list` read.
+        name: ``train`` or ``val``: the list's field under ``data.split``.
+        path: The file, as the message names it.
+
+    Raises:
+        DatasetError: saying how many entries are not ids, never what they are.
+    """
+    _, other = partition_ids(items)
+    if other:
+        raise DatasetError(
+            f"the {name} list {path} does not look like a split list: {other} of its {len(items)} entries are "
+            f"not image ids; point data.split.{name} at a text file with one image stem per line"
+        )
 
 
 def group_ids(ids: Sequence[str], group_key: str | None) -> list[str]:
@@ -73,7 +120,7 @@ def group_ids(ids: Sequence[str], group_key: str | None) -> list[str]:
     if unmatched:
         raise DatasetError(
             f"group_key {group_key!r} does not match {len(unmatched)} image ids "
-            f"(e.g. {', '.join(unmatched[:5])}); change the regex so that it matches every file stem"
+            f"(e.g. {quote_ids(unmatched)}); change the regex so that it matches every file stem"
         )
     return groups
 
@@ -208,17 +255,17 @@ def split_ids(
         val = read_id_list(dataset.root / split.val)
         known = set(ids)
         for name, items, rel in (("train", train, split.train), ("val", val, split.val)):
+            check_id_list(items, name=name, path=dataset.root / rel)
             unknown = [i for i in items if i not in known]
             if unknown:
                 raise DatasetError(
                     f"{len(unknown)} ids in the {name} list {dataset.root / rel} are not labelled images of the "
-                    f"dataset: {', '.join(unknown[:10])}{' ...' if len(unknown) > 10 else ''}; fix the list "
-                    "or add the images and their annotations"
+                    f"dataset: {quote_ids(unknown)}; fix the list or add the images and their annotations"
                 )
         both = sorted(set(train) & set(val))
         if both:
             raise DatasetError(
-                f"{len(both)} ids are in both the train and the val list: {', '.join(both[:10])}; "
+                f"{len(both)} ids are in both the train and the val list: {quote_ids(both)}; "
                 "remove them from one list"
             )
         if not val:

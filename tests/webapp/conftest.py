@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 APP = ROOT / "webapp" / "streamlit_app.py"
 CLASSES = ["background", "class_1", "class_2", "class_3"]
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_roots_allow_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Datasets made in ``tmp_path`` folders may be registered and trained on: this session's temporary
+    folder is an extra dataset root for the settings this process builds from its environment."""
+    import json
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGBOARD_EXTRA_DATASET_ROOTS", json.dumps([str(tmp_path_factory.getbasetemp())]))
+        yield
 
 
 @pytest.fixture

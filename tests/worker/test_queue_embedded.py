@@ -46,6 +46,8 @@ def _up_env(home: Path, **values: str) -> dict[str, str]:
         "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "SEGBOARD_HOME": str(home),
         "SEGBOARD_HEARTBEAT_S": "0.5", "SEGBOARD_LEASE_S": "3", "SEGBOARD_REAPER_INTERVAL_S": "0.5", **values,
     })
+    if "SEGBOARD_EXTRA_DATASET_ROOTS" in os.environ:  # the test data folders (tests/worker/conftest.py)
+        env["SEGBOARD_EXTRA_DATASET_ROOTS"] = os.environ["SEGBOARD_EXTRA_DATASET_ROOTS"]
     return env
 
 

@@ -21,7 +21,7 @@ from worker.services.lifecycle import LeaseState
 
 from .queue_fixtures import make_settings, migrated, q_pg_url, tiny_config, wait_for  # noqa: F401
 
-SOURCE = {"format": "coco", "root": "/nonexistent/for-state-tests"}
+SOURCE = {"format": "coco", "root": "for-state-tests"}  # under the dataset root; never read
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -21,7 +21,7 @@ from worker.services.submissions import create_submission, get_submission
 
 from .queue_fixtures import make_settings, migrated, tiny_config
 
-SOURCE = {"format": "coco", "root": "/nonexistent/for-status-tests"}
+SOURCE = {"format": "coco", "root": "for-status-tests"}  # under the dataset root; never read
 
 
 @pytest.fixture

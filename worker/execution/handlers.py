@@ -78,7 +78,16 @@ def _trained_run(ctx: WorkerContext, run_id: int) -> tuple[Any, str]:
     return config, str(ctx.artifacts.fetch(location))
 
 
+def _roots(ctx: WorkerContext) -> Any:
+    from worker.services.confinement import DataRoots
+
+    return DataRoots.from_settings(ctx.settings)
+
+
 def _open(ctx: WorkerContext, config: Any) -> Any:
+    from worker.services.confinement import check_config
+
+    check_config(config, roots=_roots(ctx))  # the paths, again, where they are read
     data = config.data
     return open_local_dataset(ctx.artifacts, data.source, classes=data.classes, task=data.task,
                               ignore_index=data.ignore_index, dataset_root=ctx.settings.dataset_root)
@@ -235,6 +244,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     from segcore.pseudo import make_pseudo_labels
     from worker.schemas import PseudoParams
     from worker.services.candidates import pseudo_filters
+    from worker.services.confinement import check_source
     from worker.services.datasets import get_dataset, get_dataset_by_name, register_dataset
     from worker.services.pseudo import set_pseudo_round_result
 
@@ -258,6 +268,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     else:
         raise InvalidInput(f"pseudo-label round {round_id} has no source dataset; register the dataset and "
                            "train the teacher on it")
+    check_source(source, roots=_roots(ctx))  # the paths, again, where they are read
     ds = open_local_dataset(ctx.artifacts, source, classes=classes, task=task, ignore_index=ignore_index,
                             dataset_root=ctx.settings.dataset_root)
     check()
@@ -283,6 +294,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
                 s, actor=None, name=produced_name,
                 source=MaskFolderSource(root=location, ignore_value=ignore_index),
                 classes=classes, ignore_index=ignore_index, check_pixels=False, artifacts=ctx.artifacts,
+                roots=_roots(ctx),
             )
         set_pseudo_round_result(s, actor=None, round_id=round_id, report=_jsonable(report_dict),
                                 dataset_id=produced.id)

@@ -76,12 +76,14 @@ Handler = Callable[[WorkerContext, JobSnapshot, Callable[[], None]], dict[str, A
 def _dataset_import(ctx: WorkerContext, job: JobSnapshot, check: Callable[[], None]) -> dict[str, Any]:
     """Open a registered dataset, compute its statistics (EDA) and store them."""
     from segcore.data.statistics import compute_statistics
+    from worker.services.confinement import DataRoots, check_source
     from worker.services.datasets import get_dataset, set_dataset_statistics
 
     dataset_id = int(job.target["dataset_id"])
     with session_scope(ctx.factory) as s:
         ds = get_dataset(s, dataset_id=dataset_id)
     check()
+    check_source(ds.source, roots=DataRoots.from_settings(ctx.settings))  # the paths, again, where they are read
     opened = open_local_dataset(ctx.artifacts, ds.source, classes=ds.classes, task=ds.task,
                                 ignore_index=ds.ignore_index, dataset_root=ctx.settings.dataset_root)
     stats = compute_statistics(opened)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
@@ -66,6 +67,32 @@ def check_priority(priority: Any) -> int:
     return int(priority)
 
 
+_MARKUP = re.compile(r"[<>`]|\]\(|\]\[|!\[")
+
+
+def check_name(name: str, *, what: str, max_chars: int = 200) -> str:
+    """A name shown on pages (an experiment's, a dataset's, a member's, a tag): plain text, no markup.
+
+    Refuses control characters and what HTML or Markdown would read as markup (``<``, ``>``, backticks,
+    link and image brackets such as ``[text](url)``), so a name is shown as typed wherever it appears.
+
+    Returns:
+        The name without surrounding spaces.
+
+    Raises:
+        InvalidInput: naming ``what`` and the characters to drop.
+    """
+    name = name.strip()
+    if any(not c.isprintable() for c in name):
+        raise InvalidInput(f"{what} must be one line of plain text without control characters")
+    if len(name) > max_chars:
+        raise InvalidInput(f"{what} must be at most {max_chars} characters, got {len(name)}")
+    if _MARKUP.search(name):
+        raise InvalidInput(f"{what} must be plain text: drop '<', '>', backticks and link brackets such as "
+                           "'[text](url)'")
+    return name
+
+
 def clean_tags(tags: Iterable[str]) -> list[str]:
     """Strip, drop empties and duplicates, keep order."""
     if isinstance(tags, str):
@@ -74,7 +101,7 @@ def clean_tags(tags: Iterable[str]) -> list[str]:
     for t in tags:
         if not isinstance(t, str):
             raise InvalidInput(f"tags must be text, got {t!r}")
-        t = t.strip()
+        t = check_name(t, what="a tag", max_chars=100)
         if t and t not in out:
             out.append(t)
     return out

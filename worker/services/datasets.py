@@ -17,8 +17,8 @@ from worker.artifacts import Artifacts, local_source, open_local_dataset
 from worker.db.models import Dataset
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import DatasetRead
-from worker.services import access
-from worker.services._common import check_actor, get_or_raise
+from worker.services import access, confinement
+from worker.services._common import check_actor, check_name, get_or_raise
 from worker.services.audit import record_event
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "preview_statistics",
     "preview_augmentations",
     "preview_crop",
+    "allowed_roots",
 ]
 
 _SOURCE = TypeAdapter(DatasetSource)
@@ -57,6 +58,7 @@ def register_dataset(
     dataset_root: str | Path | None = None,
     check_pixels: bool = True,
     artifacts: Artifacts | None = None,
+    roots: confinement.DataRoots | None = None,
 ) -> DatasetRead:
     """Validate a dataset on disk and register it; an invalid dataset is refused whole.
 
@@ -67,13 +69,16 @@ def register_dataset(
         classes: Class names in index order; None takes the ones the validator derives.
         task: ``multiclass`` or ``multilabel``.
         ignore_index: Label value of unlabelled pixels.
-        dataset_root: Folder a relative ``source.root`` is resolved against (the settings' one).
+        dataset_root: Folder a relative ``source.root`` is resolved against; default the dataset root of ``roots``.
         check_pixels: Decode every image and mask (slower, finds truncated files).
         artifacts: Mirrors a source (or dataset root) given as a remote URL for validation; the
             stored source keeps the URL. None: the source must be local.
+        roots: Where datasets may live (``confinement.data_roots(settings)``); every path of the source
+            must lie inside them. None: this process's current settings.
 
     Raises:
-        InvalidInput: the source, task or name is invalid, or validation found errors (all listed).
+        InvalidInput: the source, task or name is invalid, a path of the source lies outside the
+            dataset roots, or validation found errors (all listed).
         Conflict: the name is taken.
     """
     from segcore.data.formats import open_dataset
@@ -84,22 +89,34 @@ def register_dataset(
     name = (name or "").strip()
     if not name:
         raise InvalidInput("a dataset needs a name; type one")
+    name = check_name(name, what="a dataset's name")
     try:
         task = TaskType(task)
     except ValueError:
         raise InvalidInput(f"unknown task {task!r}; use 'multiclass' or 'multilabel'") from None
     src = _parse_source(source)
+    roots = roots if roots is not None else confinement.data_roots()
+    dataset_root = roots.dataset_root if dataset_root is None else str(dataset_root)
+    confinement.check_source(src, roots=roots, base=dataset_root)
     if session.scalar(sa.select(Dataset.id).where(Dataset.name == name)) is not None:
         raise Conflict(f"a dataset named {name!r} is registered already; choose another name")
     local, dataset_root = local_source(artifacts, src, None if dataset_root is None else str(dataset_root))
-    report = validate_dataset(
-        local,
-        classes=list(classes) if classes is not None else None,
-        task=task,
-        ignore_index=ignore_index,
-        dataset_root=dataset_root,
-        check_pixels=check_pixels,
-    )
+    try:
+        report = validate_dataset(
+            local,
+            classes=list(classes) if classes is not None else None,
+            task=task,
+            ignore_index=ignore_index,
+            dataset_root=dataset_root,
+            check_pixels=check_pixels,
+        )
+    except DatasetError as exc:
+        raise InvalidInput(f"the dataset was not registered: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:  # malformed annotation files
+        raise InvalidInput(
+            f"the dataset was not registered: its annotation files cannot be read ({type(exc).__name__}); "
+            "check that they follow the format's layout (docs/datasets.md)"
+        ) from exc
     if not report.ok:
         raise InvalidInput(
             "the dataset was not registered; fix these problems and register it again:\n" + report.summary()
@@ -113,6 +130,11 @@ def register_dataset(
         ).fingerprint()
     except DatasetError as exc:
         raise InvalidInput(f"the dataset passed validation but cannot be opened: {exc}") from exc
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:  # malformed annotation files
+        raise InvalidInput(
+            f"the dataset passed validation but cannot be opened ({type(exc).__name__}); check that its "
+            "annotation files follow the format's layout (docs/datasets.md)"
+        ) from exc
     ds = Dataset(
         name=name,
         source=src.model_dump(mode="json"),
@@ -130,6 +152,15 @@ def register_dataset(
         detail={"name": name, "format": src.format, "num_images": report.num_images, "fingerprint": fingerprint},
     )
     return DatasetRead.model_validate(ds)
+
+
+def allowed_roots(roots: confinement.DataRoots | None = None) -> str:
+    """Where datasets may be registered from, in one line (for the Datasets page's help text).
+
+    Args:
+        roots: The allowed places; None: this process's current settings.
+    """
+    return (roots if roots is not None else confinement.data_roots()).describe()
 
 
 def get_dataset(session: Session, *, dataset_id: int) -> DatasetRead:

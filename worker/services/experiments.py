@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
+from segcore import limits
 from segcore.config import ExperimentConfig, parse_config
 from segcore.errors import ConfigError
 from worker.db.base import utcnow
@@ -30,9 +31,10 @@ from worker.db.models import (
 )
 from worker.errors import Conflict, InvalidInput
 from worker.schemas import ExpansionRead, ExperimentRead, GridSpec
-from worker.services import access
-from worker.services._common import check_actor, check_priority, clean_tags, get_or_raise
+from worker.services import access, admission
+from worker.services._common import check_actor, check_name, check_priority, clean_tags, get_or_raise
 from worker.services.audit import record_event
+from worker.services.confinement import DataRoots
 from worker.services.groups import group_reads
 
 __all__ = [
@@ -44,7 +46,7 @@ __all__ = [
     "set_config_path",
 ]
 
-MAX_RUNS_PER_EXPERIMENT = 1000
+MAX_RUNS_PER_EXPERIMENT = limits.MAX_RUNS_PER_EXPERIMENT
 
 
 def set_config_path(config: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
@@ -101,8 +103,8 @@ def expand_configs(
         ConfigError: a grid value or the fold split makes the config invalid (the field is named).
         InvalidInput: n_folds, seeds or the grid are malformed.
     """
-    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or not (1 <= n_folds <= 20):
-        raise InvalidInput(f"n_folds must be 1 (no cross-validation) or 2..20, got {n_folds!r}")
+    if isinstance(n_folds, bool) or not isinstance(n_folds, int) or not (1 <= n_folds <= limits.MAX_FOLDS):
+        raise InvalidInput(f"n_folds must be 1 (no cross-validation) or 2..{limits.MAX_FOLDS}, got {n_folds!r}")
     seeds = list(seeds)
     if not seeds or any(isinstance(s, bool) or not isinstance(s, int) for s in seeds):
         raise InvalidInput(f"seeds must be a non-empty list of integers, got {seeds!r}")
@@ -174,11 +176,12 @@ def create_experiment(
     dataset_id: int | None = None,
     parent_run_id: int | None = None,
     pseudo_round_id: int | None = None,
+    roots: DataRoots | None = None,
 ) -> ExperimentRead:
     """Validate a config and expand it into queued runs grouped in run groups.
 
-    Nothing is written when anything is invalid. The caller commits, then publishes
-    ``result.run_ids`` to the queue.
+    Nothing is written when anything is invalid: :func:`worker.services.admission.validate_submission`
+    checks the submission first. The caller commits, then publishes ``result.run_ids`` to the queue.
 
     Args:
         actor: The acting member (the runs' owner).
@@ -194,34 +197,34 @@ def create_experiment(
             fingerprint is pinned in every run's ``data.fingerprint`` unless one is set.
         parent_run_id: The run this one was cloned from (lineage).
         pseudo_round_id: The pseudo-label round whose student these runs are.
+        roots: Where data may be read from (``confinement.data_roots(settings)``); None: the current settings.
 
     Raises:
-        ConfigError: the config (or a grid value) is invalid; the message names the field.
+        ConfigError: the config (or a grid value) is invalid; the message names the field
+            (an ``InvalidFields`` lists every field the submit-time check refused).
         InvalidInput: other arguments are malformed.
         NotFound: the actor, dataset, parent run or pseudo round does not exist.
     """
     check_actor(session, actor)
     access.require_member(session, actor, "queue experiments")
-    cfg = config if isinstance(config, ExperimentConfig) else parse_config(config)
+    seeds = list(seeds)
     if isinstance(grid, dict):
         try:
             grid = GridSpec.model_validate(grid)
         except Exception as exc:  # pydantic ValidationError: say what a grid looks like
             raise InvalidInput(f"grid must look like {{'axis': 'model.encoder', 'values': [...]}}: {exc}") from exc
+    cfg = admission.validate_submission(session, actor=actor, config=config, dataset_id=dataset_id, n_folds=n_folds,
+                                        seeds=seeds, grid=grid, roots=roots)
     check_priority(priority)
     access.check_priority_allowed(session, actor, priority)
     tags = clean_tags(list(cfg.tags) + clean_tags(tags))
     name = (name if name is not None else cfg.name).strip()
     if not name:
         raise InvalidInput("an experiment needs a name; type one")
+    name = check_name(name, what="an experiment's name")
     dataset = None
     if dataset_id is not None:
         dataset = get_or_raise(session, Dataset, dataset_id, "dataset", "register the dataset first")
-        if list(dataset.classes) != list(cfg.data.classes):
-            raise InvalidInput(
-                f"the config's classes {cfg.data.classes} differ from dataset {dataset.name!r}'s "
-                f"{list(dataset.classes)}; use the dataset's classes in index order"
-            )
         if cfg.data.fingerprint is None and dataset.fingerprint:
             cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"fingerprint": dataset.fingerprint})})
     if parent_run_id is not None:

@@ -9,7 +9,7 @@ from worker.db.models import Member, MemberRole
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.schemas import MemberRead
 from worker.services import access
-from worker.services._common import check_actor, get_or_raise
+from worker.services._common import check_actor, check_name, get_or_raise
 from worker.services.audit import record_event
 
 __all__ = ["create_member", "get_member", "get_member_by_name", "list_members", "set_member_role"]
@@ -43,6 +43,7 @@ def create_member(
     name = (name or "").strip()
     if not name:
         raise InvalidInput("a member needs a name; type one")
+    name = check_name(name, what="a member's name")
     if len(name) > 100:
         raise InvalidInput(f"member names are at most 100 characters, got {len(name)}")
     if email is not None:

@@ -15,7 +15,7 @@ from worker.db.models import Dataset, PseudoRound, Run, RunStatus, SourceKind, S
 from worker.errors import InvalidInput
 from worker.schemas import PseudoParams, PseudoRoundRead
 from worker.services import access
-from worker.services._common import check_actor, get_or_raise
+from worker.services._common import check_actor, check_name, get_or_raise
 from worker.services.audit import record_event
 from worker.services.ensembles import source_dataset_id
 
@@ -50,6 +50,7 @@ def create_pseudo_round(
     name = (name or "").strip()
     if not name:
         raise InvalidInput("a pseudo-label round needs a name; type one")
+    name = check_name(name, what="a pseudo-label round's name", max_chars=150)  # its dataset is named after it
     try:
         teacher_kind = SourceKind(teacher_kind)
     except ValueError:

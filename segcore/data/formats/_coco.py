@@ -16,8 +16,31 @@ from segcore.data.formats._base import SegDataset, check_classes
 from segcore.data.formats._files import list_images
 from segcore.data.formats._problems import Collector, ProblemCode, check_class_count, check_points, report_duplicates
 from segcore.errors import DatasetError
+from segcore.ids import quote_id
 
 # ---------------------------------------------------------------- reading
+
+
+def _as_int(value: Any) -> int | None:
+    """A COCO id as an int, or None when it is not one (text, NaN, a mapping, a bool)."""
+    if isinstance(value, bool):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+
+
+def _shown_size(size: Any) -> str:
+    """``[h, w]`` of an RLE when it is two plain integers, else a description that does not quote it."""
+    if isinstance(size, list) and len(size) == 2 and all(_as_int(v) == v and abs(v) < 10**9 for v in size):
+        return f"[{int(size[0])}, {int(size[1])}]"
+    return "(not two integers)"
+
+
+def _category_ids(categories: Sequence[Any]) -> list[int]:
+    ids = [_as_int(c.get("id")) for c in categories if isinstance(c, dict)]
+    return [i for i in ids if i is not None]
 
 
 def coco_category_to_class(
@@ -26,14 +49,18 @@ def coco_category_to_class(
     """COCO category id -> class index: ``category_map`` if given, else sorted ids -> 1..N."""
     if category_map is not None:
         return {int(k): int(v) for k, v in category_map.items()}
-    ids = sorted({int(c["id"]) for c in categories if isinstance(c, dict) and "id" in c})
+    ids = sorted(set(_category_ids(categories)))
     return {cid: i + 1 for i, cid in enumerate(ids)}
 
 
 def coco_class_names(categories: Sequence[dict[str, Any]], category_map: dict[int, int] | None) -> list[str]:
     """Class names derived from the categories: ``background`` then one name per class index."""
     mapping = coco_category_to_class(categories, category_map)
-    names_by_id = {int(c["id"]): str(c.get("name", c["id"])) for c in categories if "id" in c}
+    names_by_id: dict[int, str] = {}
+    for c in categories:
+        cid = _as_int(c.get("id")) if isinstance(c, dict) else None
+        if cid is not None:
+            names_by_id[cid] = str(c.get("name", cid))
     n = max(mapping.values(), default=0)
     names = ["background"] + [f"class_{i}" for i in range(1, n + 1)]
     for cid, idx in sorted(mapping.items(), key=lambda kv: kv[0], reverse=True):
@@ -86,10 +113,15 @@ class CocoDataset(SegDataset):
             anns_by_image.setdefault(ann.get("image_id"), []).append(ann)
         for img in coco.get("images") or []:
             stem = Path(str(img.get("file_name", ""))).stem
+            h, w = _as_int(img.get("height")), _as_int(img.get("width"))
+            if h is None or w is None:  # never quoted: validate_dataset reports the entry
+                if stem not in self._records:
+                    self._images.pop(stem, None)
+                continue
             if stem in self._images and stem not in self._records:
                 self._records[stem] = {
-                    "height": int(img["height"]),
-                    "width": int(img["width"]),
+                    "height": h,
+                    "width": w,
                     "annotations": sorted(anns_by_image.get(img.get("id"), []), key=lambda a: a.get("id", 0)),
                 }
 
@@ -243,8 +275,18 @@ def validate_coco(
     if not images_dir.is_dir():
         col.add(ProblemCode.MISSING_FOLDER, "the image folder does not exist; set source.images", images_dir)
 
-    categories = [c for c in data.get("categories") or [] if isinstance(c, dict) and "id" in c]
-    cat_counts = Counter(int(c["id"]) for c in categories)
+    raw_categories = data.get("categories") or []
+    if not isinstance(raw_categories, list):
+        col.add(ProblemCode.INVALID_ANNOTATION_FILE, "'categories' is not a list; export the file again", ann_path)
+        raw_categories = []
+    categories = []
+    for k, c in enumerate(raw_categories):
+        if isinstance(c, dict) and _as_int(c.get("id")) is not None:
+            categories.append(c)
+        else:
+            col.add(ProblemCode.INVALID_ANNOTATION_FILE, f"categories[{k}] has no integer 'id'; fix the entry",
+                    ann_path)
+    cat_counts = Counter(_category_ids(categories))
     for cid, k in sorted(cat_counts.items()):
         if k > 1:
             col.add(ProblemCode.DUPLICATE_CATEGORY, f"category id {cid} is listed {k} times; keep one", ann_path)
@@ -280,10 +322,16 @@ def validate_coco(
             )
             continue
         iid, fname = img["id"], str(img["file_name"])
+        if not isinstance(iid, (int, str)) or isinstance(iid, bool):
+            col.add(ProblemCode.INVALID_ANNOTATION_FILE, f"images[{k}] has an 'id' that is neither a number nor "
+                    "text; fix the entry", ann_path)
+            continue
+        shown = f"{quote_id(fname, what=f'images[{k}]')} (id {quote_id(iid, what='not shown')})"
         if iid in seen_ids:
             col.add(
                 ProblemCode.DUPLICATE_IMAGE_ENTRY,
-                f"image id {iid} is used by several entries (again by {fname!r}); give each image its own id",
+                f"image id {quote_id(iid)} is used by several entries "
+                f"(again by {quote_id(fname, what=f'images[{k}]')}); give each image its own id",
                 ann_path,
             )
             continue
@@ -292,7 +340,7 @@ def validate_coco(
         if stem in seen_stems:
             col.add(
                 ProblemCode.DUPLICATE_IMAGE_ENTRY,
-                f"file_name {fname!r} (image id {iid}) repeats the image {seen_stems[stem]!r}; "
+                f"image {shown} repeats the file stem of an earlier entry; "
                 "merge the two entries or rename one of the files",
                 ann_path,
             )
@@ -303,7 +351,7 @@ def validate_coco(
         except (KeyError, TypeError, ValueError):
             col.add(
                 ProblemCode.INVALID_ANNOTATION_FILE,
-                f"image {fname!r} (id {iid}) lacks a valid 'height' and 'width'; add them",
+                f"image {shown} lacks a valid 'height' and 'width'; add them",
                 ann_path,
             )
             continue
@@ -312,7 +360,7 @@ def validate_coco(
         if not path.is_file():
             col.add(
                 ProblemCode.MISSING_IMAGE,
-                f"image {fname!r} (id {iid}) is listed in {ann_path.name} but the file does not exist; "
+                f"image {shown} is listed in {ann_path.name} but the file does not exist; "
                 "add the file or remove the entry and its annotations",
                 path,
             )
@@ -348,21 +396,20 @@ def validate_coco(
         if not isinstance(ann, dict):
             col.add(ProblemCode.INVALID_ANNOTATION_FILE, f"annotations[{k}] is not an object", ann_path)
             continue
-        aid = ann.get("id", f"#{k}")
-        where = f"annotation {aid}"
+        where = f"annotation {quote_id(ann.get('id'), what=f'#{k}')}"
         iid = ann.get("image_id")
-        if iid not in seen_ids:
+        if not isinstance(iid, (int, str)) or isinstance(iid, bool) or iid not in seen_ids:
             col.add(
                 ProblemCode.ANNOTATION_WITHOUT_IMAGE,
-                f"{where} refers to image id {iid}, which is not in 'images'; remove it or add the image",
+                f"{where} refers to image id {quote_id(iid)}, which is not in 'images'; remove it or add the image",
                 ann_path,
             )
             continue
         cat_id = ann.get("category_id")
-        if cat_id not in cat_ids:
+        if not isinstance(cat_id, (int, str)) or isinstance(cat_id, bool) or cat_id not in cat_ids:
             col.add(
                 ProblemCode.UNKNOWN_CATEGORY,
-                f"{where} has category id {cat_id}, which is not in the categories list "
+                f"{where} has category id {quote_id(cat_id)}, which is not in the categories list "
                 f"({', '.join(map(str, sorted(cat_ids))) or 'empty'}); add the category or fix the annotation",
                 ann_path,
             )
@@ -389,10 +436,10 @@ def _check_coco_segmentation(col: Collector, seg: Any, h: int, w: int, where: st
         return
     if isinstance(seg, dict) and "counts" in seg and "size" in seg:
         size = seg["size"]
-        if list(size) != [h, w]:
+        if not isinstance(size, list) or size != [h, w]:
             col.add(
                 ProblemCode.SIZE_MISMATCH,
-                f"{where} has an RLE of size {size} but its image is [{h}, {w}] (height, width); "
+                f"{where} has an RLE of size {_shown_size(size)} but its image is [{h}, {w}] (height, width); "
                 "the annotation belongs to another image or size",
                 file,
             )

@@ -15,8 +15,14 @@ from segcore.data.formats._base import SegDataset
 from segcore.data.formats._files import list_images, rasterize_polygons, read_image_size
 from segcore.data.formats._problems import Collector, ProblemCode, check_points, report_duplicates
 from segcore.errors import DatasetError
+from segcore.ids import looks_like_id
 
 # ---------------------------------------------------------------- reading
+
+
+def _shown(label: object) -> str:
+    """A label quoted in a message only when it looks like a class name, never other file contents."""
+    return repr(label) if looks_like_id(label) else "(a value that is not a class name)"
 
 
 def read_multilabel_json(path: Path) -> list[dict[str, Any]]:
@@ -72,7 +78,7 @@ class MultilabelJsonDataset(SegDataset):
             label = ann.get("label") if isinstance(ann, dict) else None
             if label not in self._class_index:
                 raise DatasetError(
-                    f"annotation {k} in {path} has label {label!r}, which is not among the classes "
+                    f"annotation {k} in {path} has label {_shown(label)}, which is not among the classes "
                     f"{self.classes}; add it to data.classes or fix the label"
                 )
             pts = ann.get("points") or []
@@ -216,7 +222,7 @@ def validate_multilabel_json(
             if ann["label"] not in known:
                 col.add(
                     ProblemCode.UNKNOWN_LABEL,
-                    f"{where} has label {ann['label']!r}, which is not among the classes "
+                    f"{where} has label {_shown(ann['label'])}, which is not among the classes "
                     f"({', '.join(names)}); add it to data.classes or fix the label",
                     path,
                 )

@@ -13,6 +13,7 @@ from PIL import Image
 from pydantic import BaseModel, Field, computed_field
 
 from segcore.errors import DatasetError
+from segcore.ids import quote_ids
 
 COORD_TOLERANCE = 1.0  # polygon points may lie up to 1 px outside the image (annotation tools round)
 
@@ -179,7 +180,7 @@ def check_class_count(
         col.add(
             ProblemCode.CLASS_COUNT_MISMATCH,
             f"data.classes has {len(classes)} names but the {what} define {len(derived)} classes "
-            f"({', '.join(derived)}); list one name per class index",
+            f"({quote_ids(derived, limit=20, kind='class name')}); list one name per class index",
         )
     return list(classes)
 
