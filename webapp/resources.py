@@ -5,7 +5,8 @@ time a page needs them and are kept with ``st.cache_resource`` together with the
 session factory. Pages never open sessions themselves:
 
 - :func:`read` runs one service function in its own read transaction;
-- :func:`write` runs one service function as the acting member, commits, and clears the cached
+- :func:`write` runs one service function as the acting member (:func:`acting_member`: the
+  logged-in one, never a URL parameter; a write without one is refused), commits, and clears the cached
   queries so the next run of any page sees the change;
 - :func:`submit` does the same for a function that queues runs or jobs, and sends their messages
   after the commit (:func:`submit_unit` for several calls in one transaction);
@@ -34,6 +35,7 @@ from worker.services.runtime import Artifacts, Settings
 
 __all__ = [
     "app_settings",
+    "acting_member",
     "session_factory",
     "read",
     "write",
@@ -106,6 +108,24 @@ def transaction() -> Any:
     return runtime.transaction(session_factory())
 
 
+def acting_member() -> int:
+    """The id of the member every write of this session is recorded under.
+
+    It is the logged-in member's (:func:`webapp.auth.require_login` sets it on every script run),
+    or in single-user mode the one picked in the sidebar; never a URL parameter.
+
+    Raises:
+        PermissionDenied: nobody is acting; a write without an actor would run as the system.
+    """
+    from worker.errors import PermissionDenied
+
+    actor = state.actor_id()
+    if actor is None:
+        raise PermissionDenied("nobody is acting: log in again (in single-user mode, pick or add a member in the "
+                               "sidebar) and retry")
+    return actor
+
+
 def read(fn: Callable[..., T], /, **kwargs: Any) -> T:
     """Run the read-side service function ``fn(session, **kwargs)`` in its own transaction."""
     with transaction() as session:
@@ -117,15 +137,18 @@ def write(fn: Callable[..., T], /, *, with_actor: bool = True, **kwargs: Any) ->
 
     Args:
         fn: A write-side service function (``session`` first, keyword-only arguments).
-        with_actor: Pass ``actor=`` (the member chosen in the sidebar); False for a function
-            that takes no actor.
+        with_actor: Pass ``actor=`` (the logged-in member, or the one picked in single-user mode);
+            False for a function that takes no actor or is given one explicitly.
         **kwargs: The function's arguments.
 
     Returns:
         What ``fn`` returned (a read model), after the commit.
+
+    Raises:
+        PermissionDenied: nobody is acting (not logged in, or no member picked in single-user mode).
     """
     if with_actor:
-        kwargs["actor"] = state.actor_id()
+        kwargs["actor"] = acting_member()
     with transaction() as session:
         result = fn(session, **kwargs)
     clear_cached_queries()
@@ -154,7 +177,7 @@ def submit_unit(work: Callable[[Session, int | None], T], /, *, queued: Callable
     """
     from worker.services.outbox import commit_then_publish
 
-    actor = state.actor_id()
+    actor = acting_member()
     try:
         result, sent = commit_then_publish(session_factory(), lambda session: work(session, actor), queued=queued,
                                            send=_send)

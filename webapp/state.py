@@ -17,6 +17,7 @@ import streamlit as st
 
 __all__ = [
     "ACTOR",
+    "LOGIN",
     "FLASH",
     "EXPERIMENT_DRAFT",
     "EXPERIMENT_ERRORS",
@@ -34,8 +35,11 @@ __all__ = [
     "drop",
 ]
 
-# The acting team member's id (chosen in the sidebar).
+# The acting team member's id: the logged-in member's, resolved on every script run (webapp.auth), or
+# in single-user mode the one picked in the sidebar. Never taken from the URL.
 ACTOR = "segboard.actor_id"
+# The logged-in member (a MemberRead) of this script run; absent in single-user mode.
+LOGIN = "segboard.login"
 # Messages to show once, after the rerun that follows a write: list of (level, text).
 FLASH = "segboard.flash"
 # The experiment being edited on the New experiment page: a config dict shared by the form and the YAML tab.
@@ -74,21 +78,17 @@ def drop(*keys: str) -> None:
 
 
 def actor_id() -> int | None:
-    """The acting member's id, or None before one is chosen.
+    """The acting member's id, or None when nobody is logged in (or, single-user, picked yet).
 
-    A new session (a link opened in a new tab, a reload) takes it from the ``as`` query parameter
-    that the dashboard's links carry; the sidebar checks that the member exists.
+    Only :func:`webapp.auth.require_login` (from the login) and the single-user member picker set
+    it; a URL never does.
     """
     value = st.session_state.get(ACTOR)
-    if value is None:
-        raw = st.query_params.get("as")
-        if raw is not None and str(raw).isdigit():
-            value = st.session_state[ACTOR] = int(raw)
     return int(value) if value is not None else None
 
 
 def set_actor_id(member_id: int | None) -> None:
-    """Make ``member_id`` the acting member."""
+    """Make ``member_id`` the acting member (the login's member, or the single-user pick)."""
     st.session_state[ACTOR] = member_id
 
 

@@ -1,7 +1,9 @@
-"""The SegBoard dashboard's entry point: a router over the page modules, and the sidebar.
+"""The SegBoard dashboard's script: a router over the page modules, and the sidebar.
 
-Run with ``streamlit run webapp/streamlit_app.py`` (``segboard up`` does). Nothing here queries
-the database: each page does its own work through :mod:`webapp.resources`.
+The server is :mod:`webapp.app` (``streamlit run webapp/app.py``, which ``segboard up`` does): it
+adds the login routes and turns unauthenticated page loads away. Every run of this script first
+resolves who is logged in (:func:`webapp.auth.require_login`) and, with nobody, shows only a login
+notice. Nothing here queries the database: each page does its own work through :mod:`webapp.resources`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from pathlib import Path
 
 import streamlit as st
 
+from webapp.auth import require_login
 from webapp.components.sidebar import render_sidebar
 from webapp.errors import guard
 
@@ -42,8 +45,12 @@ def _pages() -> list[st.Page]:
 
 
 def main() -> None:
-    """Configure the page, draw the sidebar and run the selected page."""
+    """Configure the page, resolve the login, draw the sidebar and run the selected page."""
     st.set_page_config(page_title="SegBoard", page_icon=":material/layers:", layout="wide")
+    with guard("Checking your login") as outcome:
+        require_login()  # stops the script after a login notice when nobody is logged in
+    if outcome.failed:
+        st.stop()
     page = st.navigation(_pages())
     with guard("The sidebar"):
         render_sidebar()

@@ -24,6 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from worker import cli_accounts
+
 __all__ = ["main", "build_parser", "CliError"]
 
 EXIT_ERROR = 2
@@ -120,7 +122,8 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 def cmd_up(args: argparse.Namespace) -> int:
     from worker.queue.embedded import run_up
 
-    return run_up(_settings(args), gpus=args.gpus, ddp=args.ddp, webapp=not args.no_webapp, port=args.port)
+    return run_up(_settings(args), gpus=args.gpus, ddp=args.ddp, webapp=not args.no_webapp, port=args.port,
+                  host=args.host)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -164,6 +167,7 @@ def cmd_reaper(args: argparse.Namespace) -> int:
 
 def cmd_submit(args: argparse.Namespace) -> int:
     from segcore.config import load_config
+    from worker.services.confinement import data_roots
     from worker.services.experiments import create_experiment
     from worker.services.outbox import Queued
 
@@ -178,12 +182,12 @@ def cmd_submit(args: argparse.Namespace) -> int:
         if not values:
             raise CliError("--grid must look like model.encoder=resnet18,resnet34")
         grid = {"axis": axis.strip(), "values": [_scalar(v) for v in values.split(",")]}
-    settings = _settings(args)
+    settings, actor = cli_accounts.acting_settings(args)
     exp, where = _submit(
         settings, _factory(settings),
-        lambda s: create_experiment(s, actor=None, name=args.name, config=config, n_folds=args.folds,
+        lambda s: create_experiment(s, actor=actor, name=args.name, config=config, n_folds=args.folds,
                                     seeds=seeds or [0], grid=grid, priority=args.priority, tags=args.tag or [],
-                                    note=args.note or ""),
+                                    note=args.note or "", roots=data_roots(settings)),
         queued=lambda e: Queued.of(run_ids=e.run_ids),
     )
     print(f"experiment {exp.id}: queued runs {', '.join(map(str, exp.run_ids))} ({where})")
@@ -235,9 +239,9 @@ def cmd_cancel(args: argparse.Namespace) -> int:
     from worker.db.session import session_scope
     from worker.services.lifecycle import request_cancel
 
-    settings = _settings(args)
+    settings, actor = cli_accounts.acting_settings(args)
     with session_scope(_factory(settings)) as s:
-        status = request_cancel(s, run_id=args.run)
+        status = request_cancel(s, run_id=args.run, actor=actor)
     if status.value == "cancelled":
         print(f"run {args.run} cancelled")
     else:
@@ -249,8 +253,8 @@ def cmd_requeue(args: argparse.Namespace) -> int:
     from worker.services.lifecycle import requeue
     from worker.services.outbox import Queued
 
-    settings = _settings(args)
-    _, where = _submit(settings, _factory(settings), lambda s: requeue(s, run_id=args.run),
+    settings, actor = cli_accounts.acting_settings(args)
+    _, where = _submit(settings, _factory(settings), lambda s: requeue(s, run_id=args.run, actor=actor),
                        queued=lambda _: Queued(run_ids=(args.run,)))
     print(f"run {args.run} requeued ({where})")
     return 0
@@ -262,15 +266,15 @@ def cmd_priority(args: argparse.Namespace) -> int:
 
     def change(s: Any) -> bool:
         if args.job:
-            return set_job_priority(s, job_id=args.id, priority=args.priority)
-        return set_priority(s, run_id=args.id, priority=args.priority)
+            return set_job_priority(s, job_id=args.id, priority=args.priority, actor=actor)
+        return set_priority(s, run_id=args.id, priority=args.priority, actor=actor)
 
     def queued(again: bool) -> Queued:
         if not again:
             return Queued()
         return Queued(job_ids=(args.id,)) if args.job else Queued(run_ids=(args.id,))
 
-    settings = _settings(args)
+    settings, actor = cli_accounts.acting_settings(args)
     again, where = _submit(settings, _factory(settings), change, queued=queued)
     where = f" ({where})" if again else ""
     print(f"{'job' if args.job else 'run'} {args.id} priority {args.priority}{where}")
@@ -370,6 +374,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--gpus", default=None, help="GPU indices for the worker, e.g. 0,1 (default: one CPU worker)")
     up.add_argument("--ddp", action="store_true", help="train each run on all --gpus at once (DDP)")
     up.add_argument("--port", type=int, default=8501, help="web app port")
+    up.add_argument("--host", default="127.0.0.1", help="web app address (default 127.0.0.1; any other needs accounts)")
     up.add_argument("--no-webapp", action="store_true", help="do not start the web app")
     up.set_defaults(func=cmd_up)
 
@@ -450,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     from worker.cli_maintenance import add_parsers
 
     add_parsers(sub, services)
+    cli_accounts.add_parsers(sub, services)
     return p
 
 

@@ -127,6 +127,13 @@ class Settings(BaseSettings):
     artifact_cache: Path | None = Field(
         default=None, description="Local mirror of a remote artifact or dataset root; default <home>/artifact-cache."
     )
+    weights_dir: Path | None = Field(
+        default=None, description="Cache of pretrained encoder weights, read before any download (docs/weights.md); "
+        "default <artifact root>/weights, or <artifact cache>/weights when the artifact root is remote.",
+    )
+    weights_offline: bool = Field(
+        default=False, description="Never download pretrained weights: a weight file missing from the cache fails."
+    )
     # ------------------------------------------------------------ access (docs/access.md)
     auth: Literal["none", "local", "oidc", "local+oidc"] = Field(
         default="none",
@@ -270,6 +277,33 @@ class Settings(BaseSettings):
         """Whether people log in (local accounts or OIDC) rather than the single-user mode."""
         return self.auth != "none"
 
+    def check_web_host(self, host: str | None) -> None:
+        """Refuse to serve the web app beyond this machine in single-user mode (docs/access.md).
+
+        Args:
+            host: The address the web app listens on; None or "" is every interface.
+
+        Raises:
+            ValueError: ``host`` is not a loopback address (or a unix socket) and ``auth`` is none.
+        """
+        import ipaddress
+
+        if self.accounts_enabled:
+            return
+        address = (host or "").strip().strip("[]")
+        if address == "localhost" or address.startswith("unix://"):
+            return
+        try:
+            if address and ipaddress.ip_address(address).is_loopback:
+                return
+        except ValueError:
+            pass
+        raise ValueError(
+            f"the web app would listen on {address or 'every interface'}, but SegBoard has no accounts "
+            "(auth = none, single-user mode): anyone who reaches it could act as any member. Keep the host "
+            "127.0.0.1, or set SEGBOARD_AUTH to local, oidc or local+oidc first (docs/access.md)"
+        )
+
     @property
     def artifact_root_is_local(self) -> bool:
         """Whether ``artifact_root`` is a local folder rather than an fsspec URL."""
@@ -280,6 +314,15 @@ class Settings(BaseSettings):
     def artifact_cache_dir(self) -> Path:
         """Where remote artifacts and datasets are mirrored on this machine."""
         return (self.artifact_cache or self.home / "artifact-cache").expanduser().absolute()
+
+    @property
+    def weights_path(self) -> Path:
+        """The pretrained-weights cache folder of this machine (see ``weights_dir``)."""
+        if self.weights_dir is not None:
+            return self.weights_dir.expanduser().absolute()
+        if self.artifact_root_is_local:
+            return Path(str(self.artifact_root).removeprefix("file://")).expanduser().absolute() / "weights"
+        return self.artifact_cache_dir / "weights"
 
     def artifact_path(self, *parts: str) -> str:
         """Join ``parts`` under the artifact root (``/`` separators, so URLs work too)."""

@@ -9,6 +9,7 @@ Screenshots and the server log go to ``test-artifacts/`` (git-ignored).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -133,30 +134,35 @@ def _segboard_command() -> list[str]:
     return [str(exe)] if exe.is_file() else [sys.executable, "-m", "worker.cli"]
 
 
-@pytest.fixture
-def segboard_live(tmp_path: Path) -> Iterator[Live]:
-    """``segboard up`` (embedded Redis, SQLite, one CPU worker, the reaper and the web app) on a free port."""
-    require_browser()
+@contextlib.contextmanager
+def _segboard_up(tmp: Path, *, auth: str = "none", secrets_toml: str | None = None) -> Iterator[Live]:
+    """``segboard up`` in ``tmp`` on a free port; ``auth`` and an optional ``.streamlit/secrets.toml``
+    (OIDC; written in the folder it starts from) configure who logs in."""
     from worker.db.session import make_engine, make_session_factory
     from worker.settings import get_settings
 
-    home, datasets, artifacts = tmp_path / "home", tmp_path / "datasets", tmp_path / "artifacts"
+    home, datasets, artifacts = tmp / "home", tmp / "datasets", tmp / "artifacts"
     datasets.mkdir()
+    cwd = ROOT
+    if secrets_toml is not None:
+        cwd = tmp / "cwd"
+        (cwd / ".streamlit").mkdir(parents=True)
+        (cwd / ".streamlit" / "secrets.toml").write_text(secrets_toml)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SEGBOARD_")}
     env.update({
         "SEGBOARD_HOME": str(home), "SEGBOARD_DATASET_ROOT": str(datasets), "SEGBOARD_ARTIFACT_ROOT": str(artifacts),
         "SEGBOARD_HEARTBEAT_S": "2", "SEGBOARD_LEASE_S": "20", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1",
-        "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1",
+        "HF_HUB_OFFLINE": "1", "NO_ALBUMENTATIONS_UPDATE": "1", "SEGBOARD_AUTH": auth,
     })
-    log = tmp_path / "segboard-up.log"
+    log = tmp / "segboard-up.log"
     with open(log, "wb") as out:
-        proc = subprocess.Popen([*_segboard_command(), "up", "--port", str(port)], cwd=ROOT, env=env, stdout=out,
+        proc = subprocess.Popen([*_segboard_command(), "up", "--port", str(port)], cwd=cwd, env=env, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
     engine = None
     try:
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", 300, proc, log)
-        settings = get_settings(home=home, dataset_root=str(datasets), artifact_root=str(artifacts))
+        settings = get_settings(home=home, dataset_root=str(datasets), artifact_root=str(artifacts), auth=auth)
         engine = make_engine(settings)
         yield Live(url=f"http://127.0.0.1:{port}", settings=settings, factory=make_session_factory(engine), log=log,
                    home=home, datasets=datasets)
@@ -172,7 +178,54 @@ def segboard_live(tmp_path: Path) -> Iterator[Live]:
         except ProcessLookupError:
             pass
         ARTIFACTS.mkdir(exist_ok=True)
-        shutil.copy(log, ARTIFACTS / "segboard-up.log")
+        shutil.copy(log, ARTIFACTS / f"segboard-up{'' if auth == 'none' else '-' + auth}.log")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _data_roots_allow_tmp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Datasets made in ``tmp_path`` folders may be registered from this process: this session's temporary
+    folder is an extra dataset root for the settings it builds from its environment (``segboard up`` gets
+    its own dataset root, under which the tests put their datasets)."""
+    import json
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SEGBOARD_EXTRA_DATASET_ROOTS", json.dumps([str(tmp_path_factory.getbasetemp())]))
+        yield
+
+
+@pytest.fixture
+def segboard_live(tmp_path: Path) -> Iterator[Live]:
+    """``segboard up`` (embedded Redis, SQLite, one CPU worker, the reaper and the web app) on a free port."""
+    require_browser()
+    with _segboard_up(tmp_path) as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def start_segboard(tmp_path_factory) -> Iterator[Any]:
+    """``start(auth=..., secrets_toml=...)`` starts a ``segboard up`` that a whole module shares (one
+    per auth mode keeps the module fast); every one started is stopped after the module."""
+    require_browser()
+    with contextlib.ExitStack() as stack:
+        def start(*, auth: str = "local", secrets_toml: str | None = None) -> Live:
+            tmp = tmp_path_factory.mktemp(f"segboard-{auth.replace('+', '-')}")
+            return stack.enter_context(_segboard_up(tmp, auth=auth, secrets_toml=secrets_toml))
+
+        yield start
+
+
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[Any]:
+    """Debian's headless Chromium for a whole module; each test opens its own context (its own cookies)."""
+    require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 @pytest.fixture

@@ -25,15 +25,20 @@ def _fill(at, name: str, *, root: str | None = None):
     return at
 
 
+def _first_member(at):
+    """Add the team's first member from the sidebar: a write needs an acting member."""
+    at.sidebar.text_input[0].input("ada")
+    at.sidebar.button[0].click().run()
+    return at
+
+
 def _submit(at):
     next(b for b in at.button if b.label == "Validate and register").click().run()
     return at
 
 
 def test_register_from_server_path_then_explore(env, ui, tiny_dataset):
-    at = ui.open_page("datasets")
-    at.sidebar.text_input[0].input("ada")
-    at.sidebar.button[0].click().run()
+    at = _first_member(ui.open_page("datasets"))
     _fill(at, "tiny", root=tiny_dataset.root)
     _submit(at)
     ui.no_exceptions(at)
@@ -64,7 +69,7 @@ def test_register_from_server_path_then_explore(env, ui, tiny_dataset):
 
 
 def test_invalid_path_lists_the_problem_and_registers_nothing(env, ui, tmp_path):
-    at = ui.open_page("datasets")
+    at = _first_member(ui.open_page("datasets"))
     _fill(at, "broken", root=str(tmp_path / "nowhere"))
     _submit(at)
     ui.no_exceptions(at)
@@ -76,7 +81,7 @@ def test_invalid_path_lists_the_problem_and_registers_nothing(env, ui, tmp_path)
 
 
 def test_upload_archive_registers_the_dataset(env, ui, tiny_dataset):
-    at = ui.open_page("datasets")
+    at = _first_member(ui.open_page("datasets"))
     next(r for r in at.radio if r.label == "Where is the dataset?").set_value("Upload an archive").run()
     _fill(at, "uploaded")
     at.file_uploader[0].set_value(("tiny.zip", _zip_of(Path(tiny_dataset.root)), "application/zip"))
@@ -88,7 +93,7 @@ def test_upload_archive_registers_the_dataset(env, ui, tiny_dataset):
 
 
 def test_unreadable_and_unsafe_uploads_are_refused(env, ui):
-    at = ui.open_page("datasets")
+    at = _first_member(ui.open_page("datasets"))
     next(r for r in at.radio if r.label == "Where is the dataset?").set_value("Upload an archive").run()
     _fill(at, "junk")
     at.file_uploader[0].set_value(("junk.zip", b"this is not a zip file", "application/zip"))

@@ -34,25 +34,21 @@ def test_rows_columns_and_flag(seeded, ui):
     assert linknet["public↑ val↓"]
     assert abs(linknet["gap"] - (0.73 - 0.66)) < 1e-9
     assert any("Public score rose while validation fell" in w.value for w in at.warning)
-    assert table[table["name"] == "fpn"].iloc[0]["detail"] == f"./run?run={seeded['fpn_run']}&as={seeded['ada']}"
+    assert table[table["name"] == "fpn"].iloc[0]["detail"] == f"./run?run={seeded['fpn_run']}"
 
 
-def test_a_link_opened_in_a_new_tab_keeps_the_acting_member(seeded, ui):
-    # a new tab is a new session: the member comes from the link's ``as`` parameter
+def test_identity_never_comes_from_the_url(seeded, ui):
+    # links carry page state only; an ``as`` parameter (the old way to pick a member) is ignored
     at = ui.app()
     at.query_params["as"] = str(seeded["bob"])
     at.run()
-    assert next(s for s in at.sidebar.selectbox if s.label == "Acting as").value == seeded["bob"]
+    picker = next(s for s in at.sidebar.selectbox if s.label == "Acting as")
+    assert picker.value == seeded["ada"] and picker.index == 0
     at.switch_page("app_pages/leaderboard.py")
     at.run()
     ui.no_exceptions(at)
-    assert all(url.endswith(f"&as={seeded['bob']}") for url in _table(at)["inspect"])
-    # an unknown member in the URL falls back to the first one, as with no parameter at all
-    at = ui.app()
-    at.query_params["as"] = "99999"
-    at.run()
-    ui.no_exceptions(at)
-    assert next(s for s in at.sidebar.selectbox if s.label == "Acting as").index == 0
+    links = [*_table(at)["inspect"], *_table(at)["detail"]]
+    assert links and not any("as=" in str(url) for url in links)
 
 
 def test_scatter_reports_correlations_per_metric(seeded, ui):

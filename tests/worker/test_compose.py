@@ -3,7 +3,10 @@ variables, GPU reservations, and commands that the tested ``segboard`` parser ac
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +50,7 @@ def test_team_compose_services_and_dependencies() -> None:
         assert deps["redis"]["condition"] == "service_healthy"
     for name in ("migrate", "reaper", "worker"):
         _check_segboard_command(services[name]["command"])
-    assert "webapp/streamlit_app.py" in services["webapp"]["command"]
+    assert "webapp/app.py" in services["webapp"]["command"]  # the dashboard with its login routes
     assert services["reaper"]["healthcheck"]["test"][1] == "segboard"
     _check_segboard_command(services["reaper"]["healthcheck"]["test"][1:])
 
@@ -69,7 +72,7 @@ def test_gpu_workers_reserve_nvidia_devices_and_use_the_shared_services(name: st
 @pytest.mark.parametrize(
     ("name", "required"),
     [
-        ("docker-compose.yml", {"POSTGRES_PASSWORD", "SEGBOARD_ARTIFACT_DIR", "SEGBOARD_DATASET_DIR"}),
+        ("docker-compose.yml", {"POSTGRES_PASSWORD", "SEGBOARD_ARTIFACT_DIR", "SEGBOARD_DATASET_DIR", "SEGBOARD_AUTH"}),
         ("docker-compose.worker.yml", {"SEGBOARD_DATABASE_URL", "SEGBOARD_REDIS_URL", "SEGBOARD_ARTIFACT_DIR",
                                        "SEGBOARD_DATASET_DIR", "WORKER_NAME"}),
     ],
@@ -86,3 +89,47 @@ def test_dockerfile_installs_the_cli() -> None:
     assert "requirements/torch.txt" in text and "pip install '.[s3]'" in text
     compose = _load("docker-compose.yml")
     assert compose["x-segboard"]["build"] == "."
+
+
+def _interpolate(text: str, env: dict[str, str]) -> str:
+    """``${VAR:-default}`` and ``${VAR:?message}`` as compose reads them (ValueError with the message)."""
+
+    def required(m: re.Match[str]) -> str:
+        if not env.get(m.group(1)):
+            raise ValueError(f"required variable {m.group(1)} is missing a value: {m.group(2)}")
+        return env[m.group(1)]
+
+    text = REQUIRED_RE.sub(required, text)
+    return DEFAULT_RE.sub(lambda m: env.get(m.group(1)) or m.group(2), text)
+
+
+_BASE_ENV = {"POSTGRES_PASSWORD": "pw", "SEGBOARD_ARTIFACT_DIR": "/srv/a", "SEGBOARD_DATASET_DIR": "/srv/d"}
+
+
+def _docker_compose_config(env: dict[str, str]) -> subprocess.CompletedProcess[str] | None:
+    """``docker compose config`` of the team file with exactly ``env``; None where compose is missing."""
+    docker = shutil.which("docker")
+    if docker is None or subprocess.run([docker, "compose", "version"], capture_output=True).returncode != 0:
+        return None
+    return subprocess.run([docker, "compose", "-f", str(REPO / "docker-compose.yml"), "config"], cwd=REPO,
+                          env={"PATH": os.environ.get("PATH", ""), **env}, capture_output=True, text=True, timeout=60)
+
+
+def test_the_web_app_is_published_only_with_accounts() -> None:
+    text = (REPO / "docker-compose.yml").read_text()
+    with pytest.raises(ValueError, match="SEGBOARD_AUTH .* local, oidc or local\\+oidc"):
+        _interpolate(text, _BASE_ENV)
+    compose = yaml.safe_load(_interpolate(text, {**_BASE_ENV, "SEGBOARD_AUTH": "local"}))
+    web = compose["services"]["webapp"]
+    assert web["environment"]["SEGBOARD_AUTH"] == "local"
+    assert web["ports"] == ["8501:8501"] and "0.0.0.0" in web["command"]
+    for name in ("reaper", "worker", "migrate"):  # the rest keeps the shared settings
+        assert compose["services"][name]["environment"]["SEGBOARD_DATABASE_URL"].startswith("postgresql://")
+    # where the Docker CLI has compose, the real thing agrees
+    refused = _docker_compose_config(_BASE_ENV)
+    if refused is None:
+        return
+    assert refused.returncode != 0 and "SEGBOARD_AUTH" in refused.stderr
+    accepted = _docker_compose_config({**_BASE_ENV, "SEGBOARD_AUTH": "oidc"})
+    assert accepted is not None and accepted.returncode == 0, accepted.stderr if accepted else ""
+    assert "SEGBOARD_AUTH: oidc" in accepted.stdout

