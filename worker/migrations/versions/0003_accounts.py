@@ -8,7 +8,7 @@ actions of every table that refers to members (run owners set to NULL, and so on
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2027-01-08 09:00:00
+Create Date: 2026-12-04 21:40:00
 """
 
 from __future__ import annotations
