@@ -1,9 +1,5 @@
-"""Pydantic models the service layer takes in and hands out.
-
-Read models (``*Read``, ``*Summary``, ``LeaderboardRow`` ...) are what the web app renders; the
-services never return ORM objects, so a page can cache them and no lazy load hits the database
-after the session closed. Input models (``GridSpec``, ``EnsembleMember``, ``PseudoParams``) are
-validated once at the service boundary.
+"""Read and input models of the experiment records: members, datasets, experiments, runs, groups,
+leaderboard rows, submissions, ensembles, pseudo-label rounds, workers, jobs and audit events.
 """
 
 from __future__ import annotations
@@ -12,7 +8,7 @@ import datetime as dt
 import enum
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from segcore.config import TaskType
 from worker.db.models import (
@@ -24,49 +20,9 @@ from worker.db.models import (
     MemberRole,
     RunStatus,
     SourceKind,
-    UploadStatus,
     WorkerStatus,
 )
-
-__all__ = [
-    "RowKind",
-    "MemberRead",
-    "DatasetRead",
-    "GridSpec",
-    "ExpansionRead",
-    "MetricStat",
-    "GroupRead",
-    "ExperimentRead",
-    "RunSummary",
-    "RunRead",
-    "EpochMetricRead",
-    "LogLine",
-    "QueueSummary",
-    "ConfigChange",
-    "LeaderboardRow",
-    "CorrelationPoint",
-    "MetricCorrelation",
-    "CorrelationReport",
-    "SubmissionRead",
-    "EnsembleMember",
-    "EnsembleRead",
-    "PseudoParams",
-    "PseudoRoundRead",
-    "WorkerRead",
-    "JobRead",
-    "AuditEventRead",
-    "ApiTokenRead",
-    "UploadRead",
-    "CachedWeightsRead",
-]
-
-
-class _Read(BaseModel):
-    model_config = ConfigDict(from_attributes=True, frozen=True)
-
-
-class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+from worker.schemas._base import _Input, _Read
 
 
 class RowKind(str, enum.Enum):
@@ -452,38 +408,3 @@ class AuditEventRead(_Read):
     object_id: int | None
     detail: dict[str, Any]
     ts: dt.datetime
-
-
-class ApiTokenRead(_Read):
-    """An API token as lists show it: its prefix, never the token or its hash."""
-
-    id: int
-    member_id: int
-    name: str
-    prefix: str
-    created_at: dt.datetime
-    last_used_at: dt.datetime | None
-    expires_at: dt.datetime | None
-    revoked_at: dt.datetime | None
-
-
-class UploadRead(_Read):
-    """An uploaded archive; while active, ``bytes`` is the most it may unpack."""
-
-    id: int
-    member_id: int | None
-    filename: str
-    status: UploadStatus
-    bytes: int
-    started_at: dt.datetime
-    finished_at: dt.datetime | None
-    dataset_id: int | None
-
-
-class CachedWeightsRead(_Read):
-    """One file of this machine's pretrained-weights cache (docs/weights.md)."""
-
-    encoder: str
-    weights: str
-    path: str
-    size_bytes: int

@@ -1,0 +1,72 @@
+"""Pydantic models the service layer takes in and hands out.
+
+Read models (``*Read``, ``*Summary``, ``LeaderboardRow`` ...) are what the web app renders; the
+services never return ORM objects, so a page can cache them and no lazy load hits the database
+after the session closed. Input models (``GridSpec``, ``EnsembleMember``, ``PseudoParams``) are
+validated once at the service boundary.
+
+One module per area (``_records``: the experiment records, ``_admin``: tokens, uploads and
+weights); import every name from this package.
+"""
+
+from worker.schemas._admin import ApiTokenRead, CachedWeightsRead, UploadRead
+from worker.schemas._records import (
+    AuditEventRead,
+    ConfigChange,
+    CorrelationPoint,
+    CorrelationReport,
+    DatasetRead,
+    EnsembleMember,
+    EnsembleRead,
+    EpochMetricRead,
+    ExpansionRead,
+    ExperimentRead,
+    GridSpec,
+    GroupRead,
+    JobRead,
+    LeaderboardRow,
+    LogLine,
+    MemberRead,
+    MetricCorrelation,
+    MetricStat,
+    PseudoParams,
+    PseudoRoundRead,
+    QueueSummary,
+    RowKind,
+    RunRead,
+    RunSummary,
+    SubmissionRead,
+    WorkerRead,
+)
+
+__all__ = [
+    "RowKind",
+    "MemberRead",
+    "DatasetRead",
+    "GridSpec",
+    "ExpansionRead",
+    "MetricStat",
+    "GroupRead",
+    "ExperimentRead",
+    "RunSummary",
+    "RunRead",
+    "EpochMetricRead",
+    "LogLine",
+    "QueueSummary",
+    "ConfigChange",
+    "LeaderboardRow",
+    "CorrelationPoint",
+    "MetricCorrelation",
+    "CorrelationReport",
+    "SubmissionRead",
+    "EnsembleMember",
+    "EnsembleRead",
+    "PseudoParams",
+    "PseudoRoundRead",
+    "WorkerRead",
+    "JobRead",
+    "AuditEventRead",
+    "ApiTokenRead",
+    "UploadRead",
+    "CachedWeightsRead",
+]
