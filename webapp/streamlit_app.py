@@ -27,10 +27,12 @@ PAGES: list[tuple[str, str, str, str]] = [
     ("new_experiment.py", "New experiment", ":material/science:", "new-experiment"),
     ("queue.py", "Queue", ":material/queue:", "queue"),
     ("leaderboard.py", "Leaderboard", ":material/leaderboard:", "leaderboard"),
+    ("sweeps.py", "Sweeps", ":material/tune:", "sweeps"),
     ("run_detail.py", "Run detail", ":material/monitoring:", "run"),
     ("ensemble_builder.py", "Ensemble builder", ":material/join:", "ensemble-builder"),
     ("pseudo_labels.py", "Pseudo-label rounds", ":material/auto_awesome:", "pseudo-labels"),
     ("inspect.py", "Inspect", ":material/search_insights:", "inspect"),
+    ("storage.py", "Storage", ":material/hard_drive:", "storage"),
 ]
 
 

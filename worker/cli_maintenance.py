@@ -102,3 +102,12 @@ def add_parsers(sub: Any, services: Callable[[argparse.ArgumentParser], None]) -
     from worker import cli_weights  # `segboard weights`: this machine's pretrained-weights cache
 
     cli_weights.add_parsers(sub)
+    from worker import cli_sweeps  # `segboard sweep`: searches with a budget of trials
+
+    cli_sweeps.add_parsers(sub, services)
+    from worker import cli_storage  # `segboard du`, `delete`, `gc`, `pin`, `unpin`: docs/storage.md
+
+    cli_storage.add_parsers(sub, services)
+    from worker import cli_notifications  # `segboard notify`: webhooks told when work ends
+
+    cli_notifications.add_parsers(sub, services)

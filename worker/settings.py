@@ -134,6 +134,16 @@ class Settings(BaseSettings):
     weights_offline: bool = Field(
         default=False, description="Never download pretrained weights: a weight file missing from the cache fails."
     )
+    # ------------------------------------------------------------ retention (docs/storage.md)
+    retention_drop_last_checkpoint: bool = Field(
+        default=True, description="`segboard gc` removes the `last` checkpoint of a succeeded run (the `best` one, "
+        "which predictions use, is always kept); pinned runs are left alone.",
+    )
+    retention_test_store_days: int | None = Field(
+        default=None, ge=0, description="`segboard gc` removes test probability stores of runs and groups older than "
+        "this many days, unless pinned or used by an ensemble, pseudo-label round, submission or a queued job "
+        "(None: keep them). A removed store can be predicted again from the best checkpoint.",
+    )
     # ------------------------------------------------------------ access (docs/access.md)
     auth: Literal["none", "local", "oidc", "local+oidc"] = Field(
         default="none",
@@ -184,6 +194,18 @@ class Settings(BaseSettings):
         description="A run (or job) whose worker dies this many times in a row fails instead of being requeued "
         "(a process killed again and again is usually out of memory); raise it on preemptible machines.",
     )
+    public_url: str | None = Field(
+        default=None, pattern=r"^https?://[^\s/]+(/\S*)?$",
+        description="The dashboard's address as members open it, e.g. https://segboard.example.org; "
+        "notifications link to pages under it (no links when unset).",
+    )
+    notify_max_attempts: int = Field(
+        default=6, ge=1, le=20, description="Attempts to deliver one notification before giving up."
+    )
+    notify_backoff_s: float = Field(
+        default=30.0, gt=0, description="Wait before a notification's second attempt; each later wait is 4x longer."
+    )
+    notify_timeout_s: float = Field(default=5.0, gt=0, le=60, description="Seconds one webhook request may take.")
     queue_name: str = Field(default="segboard", min_length=1, description="Celery queue for training runs.")
     jobs_queue_name: str = Field(default="segboard-jobs", min_length=1, description="Celery queue for other jobs.")
     worker_name: str | None = Field(default=None, description="This worker's name; default: the host name.")

@@ -16,7 +16,8 @@ from worker.queue.dispatch import waiting_in_broker
 from .queue_fixtures import REPO, child_env, make_settings, q_dataset, q_system_redis_url, tiny_config  # noqa: F401
 
 SUBCOMMANDS = ["db", "up", "worker", "reaper", "submit", "runs", "jobs", "cancel", "requeue", "priority", "logs",
-               "workers", "dataset", "doctor", "backup", "restore", "user", "token", "weights"]
+               "workers", "dataset", "doctor", "backup", "restore", "user", "token", "weights", "sweep", "notify",
+               "du", "delete", "gc", "pin", "unpin"]
 
 
 @pytest.fixture
@@ -79,6 +80,7 @@ def test_submit_list_cancel_requeue_logs(env: Any, tmp_path: Path, capsys: pytes
     header, row = out.strip().splitlines()
     assert header.split() == ["id", "kind", "status", "target", "worker", "prio", "queued", "error"]
     assert row.split()[:4] == [str(job.id), "predict", "queued", '{"run_ids":[3]}'] and row.split()[5] == "6"
+    assert row.split()[-1] == "-" and "unknown error" not in out  # a job that did not fail has no error
     code, out, _ = run(capsys, "cancel", "1")
     assert code == 0 and "run 1 cancelled" in out
     code, out, _ = run(capsys, "requeue", "1")

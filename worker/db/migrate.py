@@ -21,6 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from worker.db import models as _models  # noqa: F401  (registers every table)
+from worker.db._sweeps import include_object  # Optuna's tables are not compared with the models
 from worker.db.base import Base
 from worker.db.session import make_engine
 from worker.settings import Settings
@@ -97,7 +98,7 @@ def head() -> str:
 def schema_differences(target: Target) -> list[Any]:
     """Differences between the database and the models, as Alembic's autogenerate sees them."""
     with _connection(target) as conn:
-        ctx = MigrationContext.configure(conn, opts={"compare_type": True})
+        ctx = MigrationContext.configure(conn, opts={"compare_type": True, "include_object": include_object})
         return list(compare_metadata(ctx, Base.metadata))
 
 

@@ -16,6 +16,8 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from segcore.config import TaskType
 from worker.db._accounts import ApiToken, LoginMethod, LoginSession, Upload, UploadStatus
+from worker.db._notifications import DeliveryStatus, NotificationDelivery, NotificationHook, PayloadFormat
+from worker.db._sweeps import Sweep, SweepStatus, SweepTrial
 from worker.db.base import Base, MetricsJSON, enum_column_type, utcnow
 
 __all__ = [
@@ -49,6 +51,13 @@ __all__ = [
     "LoginSession",
     "ApiToken",
     "Upload",
+    "PayloadFormat",
+    "DeliveryStatus",
+    "NotificationHook",
+    "NotificationDelivery",
+    "SweepStatus",
+    "Sweep",
+    "SweepTrial",
 ]
 
 # The validation metric kinds every leaderboard row has a column for (segcore.catalog.METRICS minus loss).
@@ -186,6 +195,7 @@ class Dataset(Base):
     classes: Mapped[list[Any]]
     task: Mapped[TaskType] = mapped_column(enum_column_type(TaskType), default=TaskType.MULTICLASS)
     ignore_index: Mapped[int] = mapped_column(default=255)
+    background: Mapped[int | None]  # the background class index, or None: no class is background
     fingerprint: Mapped[str | None] = mapped_column(sa.String(128))
     report: Mapped[dict[str, Any]]
     statistics: Mapped[dict[str, Any] | None] = mapped_column(sa.JSON())
@@ -208,6 +218,7 @@ class Experiment(Base):
     priority: Mapped[int] = mapped_column(default=0)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     note: Mapped[str] = mapped_column(sa.Text, default="")
+    pinned: Mapped[bool] = mapped_column(default=False)  # no retention policy touches its runs' files
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     groups: Mapped[list[RunGroup]] = relationship(back_populates="experiment", order_by="RunGroup.id")
@@ -235,6 +246,7 @@ class RunGroup(Base):
     oof_metrics: Mapped[dict[str, Any] | None] = mapped_column(MetricsJSON)
     oof_score: Mapped[float | None]
     aggregated_metrics: Mapped[dict[str, Any] | None] = mapped_column(MetricsJSON)
+    pinned: Mapped[bool] = mapped_column(default=False)  # no retention policy touches its (or its runs') files
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
     experiment: Mapped[Experiment] = relationship(back_populates="groups")
@@ -292,6 +304,7 @@ class Run(QueueState, Base):
     total_epochs: Mapped[int | None]
     images_per_s: Mapped[float | None]
     eta_s: Mapped[float | None]
+    epoch_progress: Mapped[float | None]  # share of the current epoch's steps done (0-1)
     # {"miou": .., "miou_per_image": .., "dice": .., ..., "per_class": {"miou": [...], ...}, "epoch": n}
     best_metrics: Mapped[dict[str, Any] | None] = mapped_column(MetricsJSON)
     monitor_metric: Mapped[str] = mapped_column(sa.String(32), default="miou")
@@ -308,6 +321,7 @@ class Run(QueueState, Base):
     pseudo_round_id: Mapped[int | None] = mapped_column(_fk("pseudo_rounds.id", ondelete="SET NULL"), index=True)
     tags: Mapped[list[Any]] = mapped_column(default=list)
     owner_id: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"), index=True)
+    pinned: Mapped[bool] = mapped_column(default=False)  # no retention policy touches its files
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -324,6 +338,7 @@ class EpochMetric(Base):
     lr: Mapped[float | None]
     images_per_s: Mapped[float | None]
     val: Mapped[dict[str, Any] | None] = mapped_column(MetricsJSON)
+    resources: Mapped[dict[str, Any] | None] = mapped_column(MetricsJSON)  # CPU, memory, GPU at the epoch's end
     created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
 
 
@@ -370,6 +385,7 @@ class Submission(Base):
     score_entered_by: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"))
     score_entered_at: Mapped[dt.datetime | None]
     note: Mapped[str] = mapped_column(sa.Text, default="")
+    score_note: Mapped[str | None] = mapped_column(sa.Text)  # entered with the public score
     # derived from its submission job by the lifecycle module; succeeded for a file recorded directly
     status: Mapped[RunStatus] = mapped_column(enum_column_type(RunStatus), default=RunStatus.SUCCEEDED)
     error_message: Mapped[str | None] = mapped_column(sa.Text)

@@ -8,6 +8,7 @@ from __future__ import annotations
 from alembic import context
 
 from worker.db import models as _models  # noqa: F401  (registers every table on Base.metadata)
+from worker.db._sweeps import include_object  # Optuna's tables are not ours to migrate
 from worker.db.base import Base
 from worker.db.session import make_engine
 
@@ -19,6 +20,7 @@ def _configure_and_run(connection) -> None:
         connection=connection,
         target_metadata=target_metadata,
         compare_type=True,
+        include_object=include_object,
         # SQLite cannot ALTER most things in place; batch mode copies the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
     )
@@ -28,7 +30,8 @@ def _configure_and_run(connection) -> None:
 
 def run_migrations_offline() -> None:
     url = context.config.attributes.get("url") or context.config.get_main_option("sqlalchemy.url")
-    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, compare_type=True)
+    context.configure(url=url, target_metadata=target_metadata, literal_binds=True, compare_type=True,
+                      include_object=include_object)
     with context.begin_transaction():
         context.run_migrations()
 

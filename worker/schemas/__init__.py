@@ -10,6 +10,11 @@ weights); import every name from this package.
 """
 
 from worker.schemas._admin import ApiTokenRead, CachedWeightsRead, UploadRead
+from worker.schemas._notifications import (
+    NotificationDeliveryRead,
+    NotificationHookRead,
+    NotificationSendReport,
+)
 from worker.schemas._records import (
     AuditEventRead,
     ConfigChange,
@@ -21,6 +26,7 @@ from worker.schemas._records import (
     EpochMetricRead,
     ExpansionRead,
     ExperimentRead,
+    GridAxis,
     GridSpec,
     GroupRead,
     JobRead,
@@ -38,11 +44,32 @@ from worker.schemas._records import (
     SubmissionRead,
     WorkerRead,
 )
+from worker.schemas._storage import (
+    DeletePlan,
+    Dependant,
+    DiskUseBy,
+    DiskUseReport,
+    DiskUseRow,
+    GcItem,
+    GcPlan,
+    ObjectStorage,
+    StoredObject,
+)
+from worker.schemas._sweeps import (
+    ExpansionPlan,
+    SearchParam,
+    SweepPoint,
+    SweepRead,
+    SweepSpec,
+    SweepTrialRead,
+    SweepView,
+)
 
 __all__ = [
     "RowKind",
     "MemberRead",
     "DatasetRead",
+    "GridAxis",
     "GridSpec",
     "ExpansionRead",
     "MetricStat",
@@ -69,4 +96,23 @@ __all__ = [
     "ApiTokenRead",
     "UploadRead",
     "CachedWeightsRead",
+    "DiskUseBy",
+    "DiskUseRow",
+    "DiskUseReport",
+    "ObjectStorage",
+    "StoredObject",
+    "Dependant",
+    "DeletePlan",
+    "GcItem",
+    "GcPlan",
+    "NotificationHookRead",
+    "NotificationDeliveryRead",
+    "NotificationSendReport",
+    "ExpansionPlan",
+    "SearchParam",
+    "SweepSpec",
+    "SweepTrialRead",
+    "SweepRead",
+    "SweepPoint",
+    "SweepView",
 ]

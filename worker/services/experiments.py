@@ -9,6 +9,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,7 +31,7 @@ from worker.db.models import (
     RunStatus,
 )
 from worker.errors import Conflict, InvalidInput
-from worker.schemas import ExpansionRead, ExperimentRead, GridSpec
+from worker.schemas import ExpansionPlan, ExpansionRead, ExperimentRead, GridSpec
 from worker.services import access, admission
 from worker.services._common import check_actor, check_name, check_priority, clean_tags, get_or_raise
 from worker.services.audit import record_event
@@ -43,6 +44,7 @@ __all__ = [
     "list_experiments",
     "delete_experiment",
     "expand_configs",
+    "plan_expansion",
     "set_config_path",
 ]
 
@@ -95,7 +97,8 @@ def expand_configs(
 
     Returns:
         ``[(axis_value, group_label, [(fold, seed, run_config), ...]), ...]``: one entry per grid
-        value (one entry without a grid). With ``n_folds > 1`` each run's ``data.split`` is a
+        value, or per combination of several axes' values (``axis_value`` is then ``{path: value}``);
+        one entry without a grid. With ``n_folds > 1`` each run's ``data.split`` is a
         ``KFoldSplit`` with its fold (keeping the split's seed, stratification and group key);
         ``training.seed`` is the run's seed.
 
@@ -115,19 +118,29 @@ def expand_configs(
     if grid is None:
         variants.append((None, "", base))
     else:
-        head = grid.axis.split(".")[0]
-        if head not in ExperimentConfig.model_fields:
-            raise InvalidInput(
-                f"grid axis {grid.axis!r} is not a config path; it must start with one of "
-                f"{', '.join(ExperimentConfig.model_fields)}"
-            )
-        labels = [_label_value(v) for v in grid.values]
-        if len(set(labels)) != len(labels):
-            raise InvalidInput(f"grid values must differ, got {grid.values!r}")
-        for value, label in zip(grid.values, labels, strict=True):
-            variant = set_config_path(base, grid.axis, value)
-            _validate(variant, f"grid value {label} for {grid.axis}")
-            variants.append((value, f"{grid.axis}={label}", variant))
+        labels: dict[str, list[str]] = {}
+        for ax in grid.axes:
+            head = ax.path.split(".")[0]
+            if head not in ExperimentConfig.model_fields:
+                raise InvalidInput(
+                    f"grid axis {ax.path!r} is not a config path; it must start with one of "
+                    f"{', '.join(ExperimentConfig.model_fields)}"
+                )
+            labels[ax.path] = [_label_value(v) for v in ax.values]
+            if len(set(labels[ax.path])) != len(labels[ax.path]):
+                raise InvalidInput(f"grid values must differ (axis {ax.path}), got {ax.values!r}")
+        single = len(grid.axes) == 1
+        shown = [dict(zip(labels, combo, strict=True)) for combo in itertools.product(*labels.values())]
+        for combo, names in zip(grid.combinations, shown, strict=True):
+            variant = base
+            for path, value in combo.items():
+                variant = set_config_path(variant, path, value)
+            label = ", ".join(f"{path}={name}" for path, name in names.items())
+            if single:
+                _validate(variant, f"grid value {names[grid.axis]} for {grid.axis}")
+            else:
+                _validate(variant, f"grid combination {label}")
+            variants.append((combo[grid.axis] if single else combo, label, variant))
 
     out = []
     for value, label, variant in variants:
@@ -161,6 +174,36 @@ def expand_configs(
     return out
 
 
+def plan_expansion(
+    *,
+    n_folds: int = 1,
+    seeds: Sequence[int] = (0,),
+    grid: GridSpec | dict[str, Any] | None = None,
+) -> ExpansionPlan:
+    """How many groups and runs an experiment expands into, before anything is validated or queued.
+
+    Runs are groups (grid values, or combinations of several axes' values; 1 without a grid)
+    x folds x seeds; ``problem`` says why :func:`create_experiment` would refuse that many.
+
+    Raises:
+        InvalidInput: the grid is malformed.
+    """
+    if isinstance(grid, dict):
+        try:
+            grid = GridSpec.model_validate(grid)
+        except Exception as exc:  # pydantic ValidationError: say what a grid looks like
+            raise InvalidInput(f"grid must look like {{'axes': [{{'path': 'loss', 'values': [...]}}]}}: {exc}") from exc
+    groups = len(grid.combinations) if grid is not None else 1
+    folds = n_folds if isinstance(n_folds, int) and n_folds > 1 else 1
+    runs = groups * folds * max(len(list(seeds)), 1)
+    problem = None
+    if runs > MAX_RUNS_PER_EXPERIMENT:
+        problem = (f"this experiment expands into {runs} runs, more than {MAX_RUNS_PER_EXPERIMENT}; "
+                   "use fewer folds, seeds or grid values")
+    return ExpansionPlan(runs=runs, groups=groups, n_folds=folds, n_seeds=max(len(list(seeds)), 1),
+                         max_runs=MAX_RUNS_PER_EXPERIMENT, problem=problem)
+
+
 def create_experiment(
     session: Session,
     *,
@@ -189,7 +232,8 @@ def create_experiment(
         config: An ``ExperimentConfig``, its dict, or YAML/JSON text.
         n_folds: 1, or k for k-fold cross-validation (one run per fold).
         seeds: One run per seed (per fold).
-        grid: An ablation axis; each value becomes its own group of folds x seeds.
+        grid: An ablation grid of one or more axes; each value (each combination of the axes' values)
+            becomes its own group of folds x seeds.
         priority: Queue priority of the runs (higher runs first).
         tags: Labels for filtering the leaderboard (merged with the config's tags).
         note: Free text.
@@ -244,7 +288,7 @@ def create_experiment(
 
     if grid is not None:
         expansion = {"kind": ExpansionKind.GRID.value, "n_folds": n_folds, "seeds": seeds,
-                     "axis": grid.axis, "values": list(grid.values)}
+                     "axis": grid.axis, "values": list(grid.values), "axes": [a.model_dump() for a in grid.axes]}
         group_kind = GroupKind.GRID_VALUE
     elif n_folds > 1 or len(seeds) > 1:
         expansion = {"kind": ExpansionKind.FOLDS_SEEDS.value, "n_folds": n_folds, "seeds": seeds,
@@ -388,7 +432,9 @@ def list_experiments(
 def delete_experiment(session: Session, *, actor: int | None, experiment_id: int) -> list[int]:
     """Delete an experiment with its groups, runs, epoch metrics, logs and submissions.
 
-    Files under the artifact root are left alone (the caller removes them if it wants to).
+    Rows only: files under the artifact root are left alone and nothing checks who uses the runs.
+    :func:`worker.services.deletion.delete` is the full delete (files, dependants, pins) that
+    ``segboard delete`` and the Storage page use.
 
     Returns:
         The ids of the deleted runs.
