@@ -11,7 +11,12 @@ Example:
     >>> [a.role for a in inv.owned_by("run", 3)]
     ['folder', 'checkpoint', 'val_store']
     >>> [(r.referrer_kind, r.referrer_id, r.why) for r in inv.references_to("run", 3)]
-    [('ensemble', 2, 'member'), ('submission', 5, 'source')]
+    [('ensemble', 2, 'member'), ('submission', 5, 'source'), ('job', 9, 'input')]
+    >>> inv.footprint("run", 3)   # its folder (relative to the artifact root), then what it lists
+    ['runs/3', '/data/artifacts/runs/3', '/data/artifacts/runs/3/checkpoints/best', ...]
+
+Queued and running jobs reference the objects their target names (``why="input"``), so nothing
+a job is about to read counts as unused.
 """
 
 from __future__ import annotations
@@ -23,9 +28,9 @@ from collections.abc import Iterator
 import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
-from worker.db.models import Ensemble, PseudoRound, Run, RunGroup, Submission
+from worker.db.models import Ensemble, Job, PseudoRound, Run, RunGroup, RunStatus, Submission
 
-__all__ = ["ArtifactKind", "FOLDERS", "Artifact", "Reference", "Inventory", "inventory"]
+__all__ = ["ArtifactKind", "FOLDERS", "Artifact", "Reference", "Inventory", "inventory", "folder_of"]
 
 # object kind -> its folder under the artifact root (``<folder>/<id>``)
 FOLDERS: dict[str, str] = {
@@ -35,6 +40,14 @@ FOLDERS: dict[str, str] = {
     "pseudo_round": "pseudo",
     "submission": "submissions",
 }
+# a job's target key -> the kind of object it names
+_JOB_TARGETS = {"run_id": "run", "run_ids": "run", "group_ids": "group", "ensemble_id": "ensemble",
+                "round_id": "pseudo_round", "submission_id": "submission"}
+
+
+def folder_of(kind: str, object_id: int) -> str:
+    """The object's own folder, relative to the artifact root: ``runs/3``."""
+    return f"{FOLDERS[kind]}/{object_id}"
 
 
 class ArtifactKind(str, enum.Enum):
@@ -88,6 +101,14 @@ class Inventory:
         """Whether the database has this object."""
         return object_id in self.ids.get(kind, frozenset())
 
+    def footprint(self, kind: str, object_id: int) -> list[str]:
+        """Where an object's files are: its own folder (relative to the artifact root), then every location it lists.
+
+        An experiment has neither: its files are its groups' and runs'.
+        """
+        own = [folder_of(kind, object_id)] if kind in FOLDERS else []
+        return [*own, *(a.location for a in self.owned_by(kind, object_id))]
+
     def locations(self) -> set[str]:
         """Every location the database lists."""
         return {a.location for a in self.artifacts}
@@ -136,4 +157,11 @@ def inventory(session: Session) -> Inventory:
     for run_id, round_id in session.execute(sa.select(Run.id, Run.pseudo_round_id)):
         if round_id is not None:
             references.append(Reference("run", run_id, "pseudo_round", round_id, "trained on"))
+    for job_id, target in session.execute(
+        sa.select(Job.id, Job.target).where(Job.status.in_((RunStatus.QUEUED, RunStatus.RUNNING))).order_by(Job.id)
+    ):
+        for key, kind in _JOB_TARGETS.items():
+            value = (target or {}).get(key)
+            for target_id in value if isinstance(value, list) else [] if value is None else [value]:
+                references.append(Reference("job", job_id, kind, int(target_id), "input"))
     return Inventory(artifacts=tuple(artifacts), references=tuple(references), ids=ids)
