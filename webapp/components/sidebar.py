@@ -11,6 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from webapp import auth, resources, state
+from webapp.components.notifications import render_member_hooks
 from webapp.errors import guard
 
 __all__ = ["render_sidebar", "SINGLE_USER_CAPTION"]
@@ -139,3 +140,4 @@ def render_sidebar() -> None:
             _logged_in(member)
         else:
             _single_user()
+        render_member_hooks()

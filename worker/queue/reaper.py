@@ -8,6 +8,8 @@ Each pass (every ``reaper_interval_s``):
 3. queued runs/jobs published more than ``republish_after_s`` ago, still not claimed and with no
    message waiting in Redis (e.g. Redis restarted without persistence) are published again.
 
+Then it posts the notifications that are due (:func:`worker.services.notifications.send_pending`).
+
 A duplicate message is harmless: claiming is one conditional UPDATE. Run it as ``segboard reaper``
 (one per deployment is enough, more are safe) or in a thread (``segboard up`` does).
 """
@@ -24,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.db.session import session_scope
 from worker.queue.dispatch import publish, waiting_in_broker
-from worker.services import lifecycle
+from worker.services import lifecycle, notifications
 from worker.settings import Settings
 
 __all__ = ["ReapReport", "Reaper", "republish_after_s"]
@@ -91,6 +93,8 @@ class Reaper:
         while not self.stopped.is_set():
             try:
                 self.run_once()
+                notifications.send_pending(self.factory, settings=self.settings,
+                                           budget_s=self.settings.reaper_interval_s)
             except Exception as exc:  # noqa: BLE001 - the database or broker may be briefly away
                 log.warning("reaper pass failed (retrying in %ss): %s", self.settings.reaper_interval_s, exc)
             self.stopped.wait(self.settings.reaper_interval_s)

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from worker.db.base import utcnow
 from worker.db.models import Ensemble, Job, JobKind, LogLevel, PseudoRound, Run, RunLog, RunStatus, Submission
 from worker.errors import NotFound
+from worker.services import notifications, sweeps
 
 _RUNNING = RunStatus.RUNNING
 _QUEUED = RunStatus.QUEUED
@@ -92,8 +93,10 @@ _OWNERS: tuple[tuple[JobKind, str, type[Ensemble] | type[PseudoRound] | type[Sub
 
 
 def _settle_owner(session: Session, kind: str, object_id: int) -> None:
-    """Copy a job's state onto the ensemble, round or submission it works for (no-op for runs)."""
+    """Copy a job's state onto the ensemble, round or submission it works for; notify of what ended."""
     if kind != "job":
+        notifications.record_settled(session, model=Run, object_id=object_id)  # the run, and its group
+        sweeps.settle_trial(session, run_id=object_id)  # a sweep's trial: tell its study, queue the next
         return
     row = session.execute(
         sa.select(Job.kind, Job.target, Job.status, Job.error_message).where(Job.id == object_id)
@@ -116,4 +119,5 @@ def _settle_owner(session: Session, kind: str, object_id: int) -> None:
             sa.update(model).where(model.id == int(owner_id)).values(status=status, error_message=message)
             .execution_options(synchronize_session=False)
         )
+        notifications.record_settled(session, model=model, object_id=int(owner_id))
         return
