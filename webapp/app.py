@@ -35,10 +35,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from webapp import auth
+from worker.api import create_app as create_api
 
 __all__ = ["app", "LoginRequired", "login_page", "log_in", "log_out", "oidc_start", "routes"]
 
@@ -49,7 +50,9 @@ SCRIPT = Path(__file__).resolve().with_name("streamlit_app.py")
 _STREAMLIT_USER_COOKIE = "_streamlit_user"
 # What an unauthenticated browser may still load: Streamlit's assets, WebSocket, health and OIDC
 # routes, and the login routes themselves. Everything else is a page.
-_OPEN_PREFIXES = ("/_stcore/", "/static/", "/media/", "/component/", "/app/static/", "/auth/", "/segboard/")
+# The HTTP API under /api checks its own API tokens (docs/client.md).
+_OPEN_PREFIXES = ("/_stcore/", "/static/", "/media/", "/component/", "/app/static/", "/auth/", "/segboard/",
+                  "/api/")
 _OPEN_PATHS = frozenset({"/oauth2callback", "/favicon.png", "/manifest.json", "/robots.txt"})
 _WRONG = "wrong name or password"
 _HEADERS = {
@@ -329,4 +332,7 @@ async def _lifespan(_app: Any) -> AsyncIterator[None]:
     yield None
 
 
-app = st.App(str(SCRIPT), routes=routes(), middleware=[Middleware(LoginRequired)], lifespan=_lifespan)
+# The HTTP API (worker.api, docs/client.md) at /api, its OpenAPI page at /api/docs; it reads its
+# settings on its first request.
+app = st.App(str(SCRIPT), routes=[*routes(), Mount("/api", app=create_api())], middleware=[Middleware(LoginRequired)],
+             lifespan=_lifespan)
