@@ -168,7 +168,7 @@ def make_pseudo_labels(
     image_threshold: float = 0.8,
     max_low_confidence: float = 0.1,
     class_thresholds: Sequence[float] | Mapping[Any, float] | None = None,
-    background_index: int = 0,
+    background_index: int | None = 0,
     ignore_index: int = 255,
     link: Literal["hardlink", "copy"] = "hardlink",
     preview: bool = False,
@@ -187,7 +187,8 @@ def make_pseudo_labels(
         max_low_confidence: drop an image whose low-confidence foreground share exceeds this.
         class_thresholds: per-class pixel thresholds (a list, or a mapping of class name or
             index -> threshold; classes not named keep ``pixel_threshold``).
-        background_index: the class that is not foreground for the image filter.
+        background_index: the class that is not foreground for the image filter; None: the dataset
+            has no background, so every pixel counts.
         ignore_index: mask value of filtered pixels (must not be a class index).
         link: ``hardlink`` images (falls back to a copy across file systems) or ``copy`` them.
         preview: compute the report only; write nothing.
@@ -212,7 +213,7 @@ def make_pseudo_labels(
         raise ConfigError(f"index PNG masks hold at most 255 classes, the store has {len(classes)}")
     if 0 <= ignore_index < len(classes) or not 0 <= ignore_index <= 255:
         raise ConfigError(f"ignore_index {ignore_index} must be in {len(classes)}..255, outside the class indices")
-    if not 0 <= background_index < len(classes):
+    if background_index is not None and not 0 <= background_index < len(classes):
         raise ConfigError(f"background_index {background_index} is not a class index (0..{len(classes) - 1})")
     for name, v in (("pixel_threshold", pixel_threshold), ("image_threshold", image_threshold),
                     ("max_low_confidence", max_low_confidence)):
@@ -248,7 +249,7 @@ def make_pseudo_labels(
             probs = reader.read(image_id)
             conf = probs.max(0)
             label = probs.argmax(0).astype(np.uint8)
-            fg = label != background_index
+            fg = label != background_index if background_index is not None else np.ones(label.shape, bool)
             n_fg = int(fg.sum())
             low = float((fg & (conf < image_threshold)).sum() / n_fg) if n_fg else 0.0
             ignore = conf < thr[label]

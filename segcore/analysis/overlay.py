@@ -11,7 +11,6 @@ class red. Ignored pixels are grey in the ground-truth panel and never errors.
 
 from __future__ import annotations
 
-import colorsys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,7 @@ from segcore.analysis.compare import COMPARISON_LEGEND, comparison_codes
 from segcore.analysis.taxonomy import ErrorKind, error_codes
 from segcore.config import TaskType
 from segcore.errors import ConfigError
+from segcore.palette import IGNORE_COLOUR, default_palette
 
 __all__ = [
     "ERROR_LEGEND",
@@ -41,19 +41,7 @@ ERROR_LEGEND: tuple[tuple[ErrorKind, str, tuple[int, int, int]], ...] = (
     (ErrorKind.WRONG_CLASS, "wrong class", (187, 85, 102)),
 )
 
-#: Colour of ignored (unlabelled) pixels in the ground-truth panel.
-IGNORE_COLOUR: tuple[int, int, int] = (128, 128, 128)
 
-# 20 well-separated class colours (the tab20 hues, saturated first); more are generated
-_BASE_PALETTE = np.array(
-    [
-        (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
-        (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207),
-        (174, 199, 232), (255, 187, 120), (152, 223, 138), (255, 152, 150), (197, 176, 213),
-        (196, 156, 148), (247, 182, 210), (199, 199, 199), (219, 219, 141), (158, 218, 229),
-    ],
-    dtype=np.uint8,
-)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,32 +67,6 @@ class OverlayPanels:
         top = np.concatenate([self.image, self.ground_truth], axis=1)
         bottom = np.concatenate([self.prediction, self.errors], axis=1)
         return np.concatenate([top, bottom], axis=0)
-
-
-def default_palette(num_classes: int, *, background: int | None = 0) -> np.ndarray:
-    """A fixed colour per class (black for the background, which is never drawn).
-
-    Args:
-        num_classes: ``C``.
-        background: the background class (coloured black), or ``None``.
-
-    Returns:
-        ``Cx3`` uint8.
-    """
-    n_fg = num_classes - (background is not None)
-    colours = [tuple(int(v) for v in rgb) for rgb in _BASE_PALETTE[: max(n_fg, 0)]]
-    golden = 0.618033988749895
-    i = 0
-    while len(colours) < n_fg:  # beyond 20 classes: hues spaced by the golden ratio
-        h = (i * golden) % 1.0
-        r, g, b = colorsys.hsv_to_rgb(h, 0.65 if i % 2 else 0.9, 0.95 if i % 3 else 0.75)
-        colours.append((int(r * 255), int(g * 255), int(b * 255)))
-        i += 1
-    out = np.zeros((num_classes, 3), dtype=np.uint8)
-    fg = [k for k in range(num_classes) if k != background]
-    if fg:
-        out[fg] = np.array(colours, dtype=np.uint8)
-    return out
 
 
 def _window(

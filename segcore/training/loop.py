@@ -372,11 +372,17 @@ def fit_rank(
     if d.is_main and status != "stopped" and write_val_store and best_dir.is_dir() and data.val_ids:
         val_store = _write_val_store(best_dir, data, workdir / "predictions" / "val", rt)
         dispatch(cbs, "on_log", f"stored validation probabilities in {val_store}")
+    best_metrics = progress.best_metrics
+    if val_store is not None:
+        best_metrics = _at_full_resolution(val_store, data, cfg, best_metrics)
+        monitor = cfg.evaluation.monitor
+        if isinstance(best_metrics.get(monitor), float):
+            dispatch(cbs, "on_log", f"validation {monitor} at full resolution: {best_metrics[monitor]:.4f}")
     return FitResult(
         status=status,
         epochs_run=len(history),
         best_epoch=progress.best_epoch,
-        best_metrics=progress.best_metrics,
+        best_metrics=best_metrics,
         last_metrics=last_metrics,
         best_checkpoint=best_dir if best_dir.is_dir() else None,
         last_checkpoint=last_dir if last_dir.is_dir() else None,
@@ -401,3 +407,20 @@ def _write_val_store(best_dir: Path, data: _Data, out: Path, rt: Runtime) -> Pat
         meta={"split": "val", "tta": None},
     )
     return out
+
+
+def _at_full_resolution(store: Path, data: _Data, cfg: ExperimentConfig, best: dict[str, Any]) -> dict[str, Any]:
+    """The best model's validation metrics from its stored probabilities, against full-resolution masks.
+
+    Competitions score at each image's own size, and so do Inspect, group out-of-fold scores and
+    ensembles: every one of them calls :func:`segcore.oof.score_store` on the stored predictions.
+    The metrics ``evaluate`` computed at the training size (``data.image_size``) stay in
+    ``metrics.jsonl`` as the training curve and here under ``at_training_size``; the loss is the
+    training-size one (it needs the model's logits).
+    """
+    from segcore.oof import score_store
+
+    full = score_store(store, data.dataset.load_mask, ignore_index=cfg.data.ignore_index,
+                       threshold=cfg.evaluation.threshold)
+    curve = {k: v for k, v in best.items() if k != "per_class"}
+    return {**full, "loss": best.get("loss"), "at_training_size": curve}

@@ -200,3 +200,29 @@ def test_auto_crop_and_weights_are_resolved_once_and_recorded(tiny_config, tmp_p
     assert policy["crop_size"] == [64, 64] and "auto" in policy["crop_rule"]
     assert starts[0]["crop_size"] == [64, 64]
     assert load_checkpoint(result.best_checkpoint).config.data.crop_size == (64, 64)
+
+
+def test_the_validation_score_is_the_full_resolution_one_that_inspect_computes(tiny_config, tiny_coco, tmp_path):
+    """Trained at half size, the run's validation score is its stored predictions' against full-size masks:
+    the figure Inspect (segcore.analysis) and group scores compute; the training-size one is the curve."""
+    from segcore.analysis import analyze_store
+    from segcore.data.formats import open_dataset
+    from segcore.oof import score_store
+
+    cfg = tiny_config(training={"epochs": 2, "batch_size": 8, "seed": 0})
+    cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"image_size": (32, 32)})})
+    result = fit(cfg, tmp_path / "run")
+    dataset = open_dataset(cfg.data.source, classes=cfg.data.classes, task=cfg.data.task,
+                           ignore_index=cfg.data.ignore_index)
+    assert dataset.load_mask(dataset.ids[0]).shape == (64, 64)  # the masks are larger than the training size
+    stored = score_store(result.val_store, dataset.load_mask, ignore_index=cfg.data.ignore_index)
+    from segcore.inference import ProbabilityStore
+
+    inspect = analyze_store(ProbabilityStore.open(result.val_store), dataset.load_mask, task=cfg.data.task, classes=cfg.data.classes,
+                            ignore_index=cfg.data.ignore_index)
+    best = result.best_metrics
+    assert best["miou"] == stored["miou"] and best["per_class"] == stored["per_class"]
+    assert abs(best["miou"] - inspect.pooled.mean_iou) < 1e-4
+    assert abs(best["dice"] - inspect.pooled.mean_dice) < 1e-4
+    curve = result.history[result.best_epoch - 1].val
+    assert best["at_training_size"]["miou"] == curve["miou"] and best["loss"] == curve["loss"]

@@ -13,7 +13,7 @@ from worker.db.session import make_engine
 def _check_roundtrip(url: str) -> None:
     assert migrate.current(url) is None
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0003"
+    assert migrate.current(url) == migrate.head() == "0007"
     assert migrate.schema_differences(url) == []
     migrate.check_schema_matches(url)
     engine = make_engine(url)
@@ -57,7 +57,7 @@ def test_an_unmigrated_database_is_reported(sqlite_url):
 def test_upgrade_is_idempotent(sqlite_url):
     migrate.upgrade(sqlite_url)
     migrate.upgrade(sqlite_url)
-    assert migrate.current(sqlite_url) == "0003"
+    assert migrate.current(sqlite_url) == "0007"
 
 
 def _populate_at_0002(url: str) -> None:
@@ -88,7 +88,7 @@ def _populate_at_0002(url: str) -> None:
 def _check_upgrade_from_0002(url: str) -> None:
     _populate_at_0002(url)
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0003"
+    assert migrate.current(url) == migrate.head() == "0007"
     assert migrate.schema_differences(url) == []
     engine = make_engine(url)
     try:

@@ -193,7 +193,8 @@ def test_submissions_and_public_scores(any_session, cv):
     sub = submissions.set_submission_file(any_session, actor=me, submission_id=sub.id, file_path="/a/sub.csv")
     scored = submissions.record_public_score(any_session, actor=me, submission_id=sub.id, score="0.8123 ", note="LB")
     assert scored.public_score == pytest.approx(0.8123) and scored.score_entered_by == me
-    assert scored.score_entered_at is not None and scored.note == "LB"
+    # the score's note is its own: the submission keeps the note it was made with
+    assert scored.score_entered_at is not None and scored.score_note == "LB" and scored.note == "first"
     second = submissions.create_submission(any_session, actor=me, run_id=run_id)
     submissions.record_public_score(any_session, actor=me, submission_id=second.id, score=0.8)
     assert len(submissions.list_submissions(any_session, run_id=run_id)) == 2

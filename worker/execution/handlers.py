@@ -245,7 +245,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     from worker.schemas import PseudoParams
     from worker.services.candidates import pseudo_filters
     from worker.services.confinement import check_source
-    from worker.services.datasets import get_dataset, get_dataset_by_name, register_dataset
+    from worker.services.datasets import default_background, get_dataset, get_dataset_by_name, register_dataset
     from worker.services.pseudo import set_pseudo_round_result
 
     round_id = int(job.target["round_id"])
@@ -261,10 +261,12 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
         with session_scope(ctx.factory) as s:
             src = get_dataset(s, dataset_id=source_id)
         source, classes, task, ignore_index = src.source, list(src.classes), src.task, src.ignore_index
+        background = src.background
     elif teacher_kind == SourceKind.RUN.value:
         config, _ = _trained_run(ctx, teacher_id)
         source, classes, task = config.data.source, list(config.data.classes), config.data.task
         ignore_index = config.data.ignore_index
+        background = default_background(classes, task, config.data.source.format)
     else:
         raise InvalidInput(f"pseudo-label round {round_id} has no source dataset; register the dataset and "
                            "train the teacher on it")
@@ -276,7 +278,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     p = PseudoParams.model_validate(params)
     report = make_pseudo_labels(
         store, ds.test_image_path, out,
-        **pseudo_filters(p, len(classes), classes),
+        **pseudo_filters(p, len(classes), classes, background),
         ids=list(store.ids)[: p.limit] if p.limit else None,
         ignore_index=ignore_index,
         link="copy",
@@ -294,7 +296,7 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
                 s, actor=None, name=produced_name,
                 source=MaskFolderSource(root=location, ignore_value=ignore_index),
                 classes=classes, ignore_index=ignore_index, check_pixels=False, artifacts=ctx.artifacts,
-                roots=_roots(ctx),
+                roots=_roots(ctx), background=background,  # the pseudo-labelled data keeps its source's
             )
         set_pseudo_round_result(s, actor=None, round_id=round_id, report=_jsonable(report_dict),
                                 dataset_id=produced.id)

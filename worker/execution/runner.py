@@ -31,6 +31,7 @@ from worker.artifacts import Artifacts
 from worker.db.models import LogLevel, Run
 from worker.db.session import session_scope
 from worker.execution.context import LeaseKeeper, WorkerContext
+from worker.execution.usage import ResourceUsage
 from worker.services import lifecycle, workers
 from worker.services.lifecycle import ClaimToken, LeaseState
 from worker.settings import Settings
@@ -88,6 +89,7 @@ class _Progress:
         self._last_poll = 0.0
         self._last_progress = 0.0
         self.epochs: int | None = None
+        self.usage = ResourceUsage()
 
     # -- helpers
     def _write(self, fn: Any, **kwargs: Any) -> Any:
@@ -135,10 +137,12 @@ class _Progress:
         self._check(poll=poll)
         if now - self._last_progress >= PROGRESS_WRITE_S:
             self._last_progress = now
+            steps = int(getattr(report, "steps_per_epoch", 0) or 0)
             ok = self._write(
                 lifecycle.record_progress,
                 current_epoch=max(0, int(report.epoch) - 1),
                 images_per_s=getattr(report, "images_per_s", None),
+                epoch_progress=int(report.step) / steps if steps else None,
             )
             if not ok:
                 self._stop(_Stop.LOST)
@@ -155,6 +159,7 @@ class _Progress:
             val=report.val,
             is_best=bool(report.is_best),
             monitor=self.monitor,
+            resources=self.usage.sample(),
         )
         if not ok:
             self._stop(_Stop.LOST)

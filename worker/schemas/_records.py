@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
+import itertools
 from typing import Any
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from segcore.config import TaskType
 from worker.db.models import (
@@ -54,6 +55,7 @@ class DatasetRead(_Read):
     classes: list[str]
     task: TaskType
     ignore_index: int
+    background: int | None = None
     fingerprint: str | None
     report: dict[str, Any]
     statistics: dict[str, Any] | None
@@ -64,16 +66,13 @@ class DatasetRead(_Read):
 # ------------------------------------------------------------------ experiments, groups, runs
 
 
-class GridSpec(_Input):
-    """An ablation axis: a dotted config path and the values it takes, one group per value.
+class GridAxis(_Input):
+    """One axis of an ablation grid: a dotted config path and the values it takes."""
 
-    Example: ``GridSpec(axis="augmentation.preset", values=["basic", "strong"])``.
-    """
-
-    axis: str = Field(min_length=1, description="Dotted config path, e.g. 'loss' or 'model.encoder'.")
+    path: str = Field(min_length=1, description="Dotted config path, e.g. 'loss' or 'model.encoder'.")
     values: list[Any] = Field(min_length=1)
 
-    @field_validator("axis")
+    @field_validator("path")
     @classmethod
     def _dotted(cls, v: str) -> str:
         parts = v.split(".")
@@ -82,12 +81,69 @@ class GridSpec(_Input):
         return v
 
 
+def _one_axis(data: Any) -> Any:
+    """``{"axis": path, "values": [...]}`` (one axis, as stored expansions and ``--grid`` write it) as ``axes``."""
+    if isinstance(data, dict) and "axes" not in data and ("axis" in data or "values" in data):
+        rest = {k: v for k, v in data.items() if k not in ("axis", "values")}
+        return {**rest, "axes": [{"path": data.get("axis"), "values": data.get("values")}]}
+    return data
+
+
+class GridSpec(_Input):
+    """An ablation grid: one or more axes, and one group of runs per combination of their values (the
+    full grid, first axis slowest).
+
+    Example: ``GridSpec(axes=[{"path": "loss", "values": ["ce", "dice"]},
+    {"path": "model.encoder", "values": ["resnet18", "resnet34"]}])`` (4 groups);
+    ``GridSpec(axis="augmentation.preset", values=["basic", "strong"])`` is the one-axis form.
+    """
+
+    axes: list[GridAxis] = Field(min_length=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_one_axis(cls, data: Any) -> Any:
+        return _one_axis(data)
+
+    @field_validator("axes")
+    @classmethod
+    def _distinct(cls, v: list[GridAxis]) -> list[GridAxis]:
+        paths = [a.path for a in v]
+        if len(set(paths)) != len(paths):
+            raise ValueError(f"grid axes must differ, got {paths}")
+        return v
+
+    @property
+    def axis(self) -> str:
+        """The axis path, or the paths joined by `` x `` (for messages and labels)."""
+        return " x ".join(a.path for a in self.axes)
+
+    @property
+    def combinations(self) -> list[dict[str, Any]]:
+        """Every combination of the axes' values as ``{path: value}``, first axis slowest."""
+        return [dict(zip([a.path for a in self.axes], combo, strict=True))
+                for combo in itertools.product(*(a.values for a in self.axes))]
+
+    @property
+    def values(self) -> list[Any]:
+        """One entry per group: the values of a single axis, else the combinations."""
+        return list(self.axes[0].values) if len(self.axes) == 1 else self.combinations
+
+
 class ExpansionRead(_Read):
     kind: ExpansionKind
     n_folds: int
     seeds: list[int]
     axis: str | None = None
     values: list[Any] | None = None
+    axes: list[GridAxis] = Field(default_factory=list, description="The grid's axes (empty without a grid).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _axes_of_one_axis_grids(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("axes") and data.get("axis") and data.get("values"):
+            return {**data, "axes": [{"path": data["axis"], "values": data["values"]}]}
+        return data
 
 
 class MetricStat(_Read):
@@ -153,7 +209,9 @@ class RunSummary(_Read):
     current_epoch: int | None
     total_epochs: int | None
     images_per_s: float | None
+    error_message: str | None = None
     eta_s: float | None
+    epoch_progress: float | None = None
     monitor_metric: str
     monitor_value: float | None
     owner_id: int | None
@@ -190,6 +248,7 @@ class EpochMetricRead(_Read):
     images_per_s: float | None
     val: dict[str, Any] | None
     created_at: dt.datetime
+    resources: dict[str, Any] | None = None
 
 
 class LogLine(_Read):
@@ -253,6 +312,11 @@ class LeaderboardRow(_Read):
     experiment_id: int | None = None
     group_id: int | None = None
     parent: str | None = Field(default=None, description="Lineage: 'run:12', 'group:3', 'ensemble:2'.")
+    validated_on: str | None = Field(
+        default=None,
+        description="Which images the validation score is on: 'fold 2 of 3', 'hold-out', 'predefined', "
+        "'out-of-fold' (a group's every image), 'mean of its runs' (a group without OOF), 'members\' images'.",
+    )
     created_at: dt.datetime
 
 
@@ -299,6 +363,7 @@ class SubmissionRead(_Read):
     score_entered_by: int | None
     score_entered_at: dt.datetime | None
     note: str
+    score_note: str | None = None
     status: RunStatus
     error_message: str | None
     created_by: int | None

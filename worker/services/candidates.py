@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 from sqlalchemy.orm import Session
 
 from worker.artifacts import Artifacts, open_local_dataset
@@ -91,6 +92,32 @@ class Candidate:
     dataset_id: int
 
 
+def _refuse_fold_runs(session: Session, members: Sequence[EnsembleMember]) -> None:
+    """Explain, before anything is read, why fold runs of one k-fold group cannot be ensembled.
+
+    Each fold run was validated on its own fold's images, so their validation predictions cover
+    different images; the group's out-of-fold predictions cover them all and score like one model.
+    """
+    from worker.db.models import Run
+
+    run_ids = [m.id for m in members if str(getattr(m.kind, "value", m.kind)) == "run"]
+    if len(run_ids) < 2:
+        return
+    rows = session.execute(sa.select(Run.id, Run.group_id, Run.fold).where(Run.id.in_(run_ids))).all()
+    by_group: dict[int, list[tuple[int, int]]] = {}
+    for run_id, group_id, fold in rows:
+        if group_id is not None and fold is not None:
+            by_group.setdefault(group_id, []).append((run_id, fold))
+    for group_id, runs in sorted(by_group.items()):
+        if len({fold for _, fold in runs}) > 1:
+            named = " and ".join(f"run {r} (fold {f})" for r, f in sorted(runs))
+            raise InvalidInput(
+                f"{named} are folds of group {group_id}: each was validated on different images, so their "
+                f"predictions cannot be combined; pick group {group_id} instead (its out-of-fold predictions "
+                "cover every image)"
+            )
+
+
 def load_candidate(
     session: Session,
     *,
@@ -125,6 +152,7 @@ def load_candidate(
     segcore_method(method)
     if weight_search not in ("none", "greedy", "optimize"):
         raise InvalidInput(f"unknown weight search {weight_search!r}; use none, greedy or optimize")
+    _refuse_fold_runs(session, parsed)
     found = [resolve_probabilities(session, actor=actor, kind=m.kind, id=m.id, split="val", artifacts=artifacts)
              for m in parsed]
     dataset_ids = {f.dataset_id for f in found if f.dataset_id is not None}
@@ -190,8 +218,13 @@ def score_candidate(session: Session, **options: Any) -> dict[str, Any]:
     return score(load_candidate(session, **options))
 
 
-def pseudo_filters(params: PseudoParams, num_classes: int, classes: Sequence[str]) -> dict[str, Any]:
+def pseudo_filters(
+    params: PseudoParams, num_classes: int, classes: Sequence[str], background: int | None = 0
+) -> dict[str, Any]:
     """segcore's filter arguments for a round's thresholds (the same names, checked against the classes).
+
+    ``background``: the dataset's background class (its pixels are not foreground for the image
+    filter), None when it has none.
 
     ``pixel_threshold``: a pixel whose max probability is below it becomes ignore_index.
     ``image_threshold`` and ``max_low_confidence``: an image is dropped when more than
@@ -206,6 +239,7 @@ def pseudo_filters(params: PseudoParams, num_classes: int, classes: Sequence[str
         "image_threshold": params.image_threshold,
         "max_low_confidence": params.max_low_confidence,
         "class_thresholds": per_class or None,
+        "background_index": background,
     }
 
 
@@ -220,6 +254,7 @@ class Teacher:
     ignore_index: int
     reader: Any
     dataset: Any
+    background: int | None = 0
 
 
 def load_teacher(
@@ -249,7 +284,7 @@ def load_teacher(
     if not dataset.test_ids:
         raise InvalidInput(f"dataset {ds.name} has no unlabelled test images to pseudo-label")
     return Teacher(name=teacher.name, dataset_id=teacher.dataset_id, dataset_name=ds.name, classes=list(ds.classes),
-                   ignore_index=ds.ignore_index, reader=teacher.reader, dataset=dataset)
+                   ignore_index=ds.ignore_index, reader=teacher.reader, dataset=dataset, background=ds.background)
 
 
 def preview_pseudo(teacher: Teacher, *, params: PseudoParams | dict[str, Any], samples: int = 4) -> dict[str, Any]:
@@ -257,7 +292,7 @@ def preview_pseudo(teacher: Teacher, *, params: PseudoParams | dict[str, Any], s
 
     Returns:
         ``{"teacher": name, "dataset_id", "report": PseudoLabelReport.to_dict(), "samples":
-        [{"id", "image": HxWx3 uint8, "mask": HxW uint8}], "classes": [...]}``; masks hold the
+        [{"id", "image": HxWx3 uint8, "mask": HxW uint8}], "classes": [...], "background"}``; masks hold the
         pseudo-labels with filtered pixels at the dataset's ignore index.
 
     Raises:
@@ -267,7 +302,7 @@ def preview_pseudo(teacher: Teacher, *, params: PseudoParams | dict[str, Any], s
 
     p = params if isinstance(params, PseudoParams) else PseudoParams.model_validate(params)
     t, reader, dataset = teacher, teacher.reader, teacher.dataset
-    filters = pseudo_filters(p, len(t.classes), t.classes)
+    filters = pseudo_filters(p, len(t.classes), t.classes, t.background)
     ids = list(reader.ids)[: p.limit] if p.limit else None
     report = make_pseudo_labels(reader, dataset.test_image_path, preview=True, ignore_index=t.ignore_index,
                                 ids=ids, **filters)
@@ -282,7 +317,7 @@ def preview_pseudo(teacher: Teacher, *, params: PseudoParams | dict[str, Any], s
         labels[conf < thresholds[labels]] = t.ignore_index
         out_samples.append({"id": image_id, "image": dataset.load_test_image(image_id), "mask": labels})
     return {"teacher": t.name, "dataset_id": t.dataset_id, "report": report.to_dict(), "samples": out_samples,
-            "classes": list(t.classes)}
+            "classes": list(t.classes), "background": t.background}
 
 
 def preview_pseudo_round(

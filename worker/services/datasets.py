@@ -23,6 +23,9 @@ from worker.services.audit import record_event
 
 __all__ = [
     "register_dataset",
+    "update_dataset",
+    "default_background",
+    "BACKGROUND_NAMES",
     "get_dataset",
     "get_dataset_by_name",
     "list_datasets",
@@ -59,6 +62,7 @@ def register_dataset(
     check_pixels: bool = True,
     artifacts: Artifacts | None = None,
     roots: confinement.DataRoots | None = None,
+    background: int | None | str = "auto",
 ) -> DatasetRead:
     """Validate a dataset on disk and register it; an invalid dataset is refused whole.
 
@@ -75,6 +79,9 @@ def register_dataset(
             stored source keeps the URL. None: the source must be local.
         roots: Where datasets may live (``confinement.data_roots(settings)``); every path of the source
             must lie inside them. None: this process's current settings.
+        background: The background class index (left uncoloured in overlays, out of legends and
+            "foreground" counts, the background of the error analysis), None for none, or ``"auto"``:
+            :func:`default_background`.
 
     Raises:
         InvalidInput: the source, task or name is invalid, a path of the source lies outside the
@@ -135,10 +142,13 @@ def register_dataset(
             f"the dataset passed validation but cannot be opened ({type(exc).__name__}); check that its "
             "annotation files follow the format's layout (docs/datasets.md)"
         ) from exc
+    if background == "auto":
+        background = default_background(final_classes, task, src.format)
     ds = Dataset(
         name=name,
         source=src.model_dump(mode="json"),
         classes=final_classes,
+        background=_check_background(background, final_classes, task),
         task=task,
         ignore_index=ignore_index,
         fingerprint=fingerprint,
@@ -151,6 +161,124 @@ def register_dataset(
         session, actor=actor, action="dataset.register", object_kind="dataset", object_id=ds.id,
         detail={"name": name, "format": src.format, "num_images": report.num_images, "fingerprint": fingerprint},
     )
+    return DatasetRead.model_validate(ds)
+
+
+_KEEP: Any = object()
+
+#: Names of a multiclass class 0 that make it the dataset's background when none is declared.
+BACKGROUND_NAMES = frozenset({"background", "bg", "_background_", "__background__", "backgrounds"})
+
+
+def default_background(classes: Sequence[str], task: TaskType | str, fmt: str | None) -> int | None:
+    """The background class a dataset gets unless one is declared: COCO's class 0 (pixels outside
+    every object), else a multiclass class 0 named like a background; None otherwise (e.g. Stanford
+    Background's class 0 is sky, a class like any other). Multilabel datasets have none."""
+    if str(getattr(task, "value", task)) != TaskType.MULTICLASS.value or not classes:
+        return None
+    return 0 if fmt == "coco" or str(classes[0]).strip().lower() in BACKGROUND_NAMES else None
+
+
+def _check_background(background: Any, classes: Sequence[str], task: TaskType | str) -> int | None:
+    if background is None:
+        return None
+    if str(getattr(task, "value", task)) != TaskType.MULTICLASS.value:
+        raise InvalidInput("a multilabel dataset has no background class (each class is its own mask); leave it empty")
+    if isinstance(background, bool) or not isinstance(background, int) or not 0 <= background < len(classes):
+        raise InvalidInput(f"background must be a class index from 0 to {len(classes) - 1} or none, got {background!r}")
+    return int(background)
+
+
+def update_dataset(
+    session: Session,
+    *,
+    actor: int | None,
+    dataset_id: int,
+    name: str | None = None,
+    test_images: str | None = _KEEP,
+    classes: Sequence[str] | None = None,
+    background: int | None = _KEEP,
+    artifacts: Artifacts | None = None,
+    roots: confinement.DataRoots | None = None,
+) -> DatasetRead:
+    """Fix a registered dataset: rename it, add (or drop) its test image folder, correct its classes,
+    or declare its background class.
+
+    Args:
+        name: A new unique name.
+        test_images: A folder of unlabelled test images relative to the dataset's root (it must hold
+            images and lie inside the dataset roots); None drops it; omitted keeps it.
+        classes: New class names in index order, only while no experiment uses the dataset (runs
+            record the classes they were trained with); the data is validated again with them.
+        background: The background class index, or None for none; omitted keeps it.
+        artifacts: Mirrors a remote source for the checks.
+        roots: Where datasets may live; None: this process's current settings.
+
+    Raises:
+        PermissionDenied: neither the dataset's owner nor an admin.
+        Conflict: the name is taken, or experiments use the dataset and ``classes`` was given.
+        InvalidInput: the folder holds no images, lies outside the roots, or the classes do not fit the data.
+    """
+    from segcore.data.formats import open_dataset
+    from segcore.data.validation import validate_dataset
+    from worker.db.models import Experiment
+
+    check_actor(session, actor)
+    ds = get_or_raise(session, Dataset, dataset_id, "dataset")
+    access.require_owner(session, actor, ds.created_by, f"change dataset {ds.name!r}")
+    changes: dict[str, Any] = {}
+    if name is not None and name.strip() != ds.name:
+        new_name = check_name(name.strip(), what="a dataset's name")
+        if session.scalar(sa.select(Dataset.id).where(Dataset.name == new_name, Dataset.id != ds.id)) is not None:
+            raise Conflict(f"a dataset named {new_name!r} is registered already; choose another name")
+        changes["name"] = (ds.name, new_name)
+        ds.name = new_name
+    src = _parse_source(ds.source)
+    if test_images is not _KEEP and test_images != src.test_images:
+        folder = (test_images or "").strip() or None
+        src = src.model_copy(update={"test_images": folder})
+        roots = roots if roots is not None else confinement.data_roots()
+        confinement.check_source(src, roots=roots, base=roots.dataset_root)
+        if folder is not None:
+            local, root = local_source(artifacts, src, roots.dataset_root)
+            try:
+                opened = open_dataset(local, classes=list(ds.classes), task=ds.task, ignore_index=ds.ignore_index,
+                                      dataset_root=root)
+            except DatasetError as exc:
+                raise InvalidInput(f"the test folder was not set: {exc}") from exc
+            if not opened.test_ids:
+                raise InvalidInput(f"the folder {folder!r} holds no images; point test_images at the folder of "
+                                   "test images (png, jpg, tif), relative to the dataset's root")
+        changes["test_images"] = (ds.source.get("test_images"), folder)
+        ds.source = src.model_dump(mode="json")
+        ds.report = {**(ds.report or {}), "num_test_images": len(opened.test_ids) if folder is not None else 0}
+    if classes is not None and list(classes) != list(ds.classes):
+        used = session.scalar(sa.select(sa.func.count(Experiment.id)).where(Experiment.dataset_id == ds.id)) or 0
+        if used:
+            raise Conflict(f"{used} experiment(s) use dataset {ds.name!r}, and their runs were trained with its "
+                           "classes; register the data again under a new name with the corrected classes")
+        roots = roots if roots is not None else confinement.data_roots()
+        local, root = local_source(artifacts, src, roots.dataset_root)
+        try:
+            report = validate_dataset(local, classes=list(classes), task=ds.task, ignore_index=ds.ignore_index,
+                                      dataset_root=root, check_pixels=False)
+            fingerprint = open_dataset(local, classes=list(classes), task=ds.task, ignore_index=ds.ignore_index,
+                                       dataset_root=root).fingerprint()
+        except DatasetError as exc:
+            raise InvalidInput(f"the classes were not changed: {exc}") from exc
+        if not report.ok:
+            raise InvalidInput("the classes were not changed; with them the data has these problems:\n"
+                               + report.summary())
+        changes["classes"] = (list(ds.classes), list(classes))
+        ds.classes, ds.fingerprint = list(classes), fingerprint
+    if background is not _KEEP and background != ds.background:
+        changes["background"] = (ds.background, _check_background(background, ds.classes, ds.task))
+        ds.background = changes["background"][1]
+    if not changes:
+        return DatasetRead.model_validate(ds)
+    session.flush()
+    record_event(session, actor=actor, action="dataset.update", object_kind="dataset", object_id=ds.id,
+                 detail={k: {"old": old, "new": new} for k, (old, new) in changes.items()})
     return DatasetRead.model_validate(ds)
 
 

@@ -52,6 +52,8 @@ def create_job(
     if params is not None and not isinstance(params, dict):
         raise InvalidInput("a job's params must be a mapping")
     check_priority(priority)
+    if kind is JobKind.PREDICT and (params or {}).get("split", "test") == "test":
+        _check_test_images(session, target)
     job = Job(kind=kind, target=target, params=params or {}, priority=priority, status=RunStatus.QUEUED,
               queued_at=utcnow(), created_by=actor)
     session.add(job)
@@ -59,6 +61,22 @@ def create_job(
     record_event(session, actor=actor, action="job.create", object_kind="job", object_id=job.id,
                  detail={"kind": kind.value, "target": target})
     return JobRead.model_validate(job)
+
+
+def _check_test_images(session: Session, target: dict[str, Any]) -> None:
+    """Refuse a test prediction whose runs' (or groups') dataset has no test images, before it is queued."""
+    from worker.db.models import Dataset, Run, RunGroup
+
+    run_ids = [int(i) for i in target.get("run_ids") or []]
+    group_ids = [int(i) for i in target.get("group_ids") or []]
+    q = sa.select(Dataset).join(Run, Run.dataset_id == Dataset.id).where(Run.id.in_(run_ids))
+    q2 = sa.select(Dataset).join(RunGroup, RunGroup.dataset_id == Dataset.id).where(RunGroup.id.in_(group_ids))
+    for ds in {*session.scalars(q), *session.scalars(q2)}:
+        if not ds.source.get("test_images"):
+            raise InvalidInput(
+                f"dataset {ds.name!r} has no test images, so there is nothing to predict; add its test folder "
+                "(Datasets page, Edit) and queue the prediction again"
+            )
 
 
 def get_job(session: Session, *, job_id: int) -> JobRead:

@@ -85,7 +85,8 @@ def record_public_score(
 
     Args:
         score: A number, or numeric text from a form (``"0.8123"``).
-        note: Replaces the submission's note when given.
+        note: A note about the score (e.g. "public LB, 30% of the test set"), kept apart from the
+            submission's own note; an empty one clears it.
 
     Raises:
         InvalidInput: the score is not a finite number from 0 to 1 (text like "good" is refused).
@@ -107,7 +108,7 @@ def record_public_score(
     sub.score_entered_by = actor
     sub.score_entered_at = utcnow()
     if note is not None:
-        sub.note = note
+        sub.score_note = note.strip() or None
     session.flush()
     record_event(session, actor=actor, action="submission.record_public_score", object_kind="submission",
                  object_id=sub.id, detail={"old": old, "new": value})

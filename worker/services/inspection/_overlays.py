@@ -14,11 +14,13 @@ from sqlalchemy.orm import Session
 from segcore.analysis import (
     COMPARISON_LEGEND,
     ERROR_LEGEND,
+    ErrorKind,
     OverlayPanels,
     default_palette,
     render_comparison,
     render_overlay,
 )
+from segcore.config import TaskType
 from segcore.errors import ConfigError, DatasetError, EnsembleError, StoreError
 from worker.errors import InvalidInput
 from worker.services.inspection._target import Inspectable, Source, digest, load, one_source, segcore_error
@@ -204,7 +206,10 @@ def overlay_loaded(
         )
     except (ConfigError, StoreError) as exc:
         raise segcore_error(exc, f"image {image_id!r}") from exc
-    legend = [(label, rgb) for _, label, rgb in ERROR_LEGEND]
+    # under- and over-prediction need a background (a class missed means background predicted); without
+    # one, every multiclass error is a wrong class, and the legend says only that
+    no_background = t.background is None and t.task == TaskType.MULTICLASS
+    legend = [(label, rgb) for kind, label, rgb in ERROR_LEGEND if not no_background or kind is ErrorKind.WRONG_CLASS]
     return OverlayView(image_id=image_id, height=int(h), width=int(w), region=view, downscale=step, panels=panels,
                        classes=list(t.classes), palette=palette, legend=legend)
 

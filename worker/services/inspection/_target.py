@@ -23,7 +23,9 @@ from sqlalchemy.orm import Session
 from segcore.config import TaskType
 from segcore.errors import DatasetError, SegcoreError
 from worker.artifacts import ArtifactError, Artifacts, open_local_dataset
+from worker.db.models import Dataset
 from worker.errors import InvalidInput
+from worker.services.datasets import BACKGROUND_NAMES, default_background
 from worker.services.probabilities import resolve_probabilities
 from worker.settings import Settings
 
@@ -32,8 +34,6 @@ __all__ = ["Source", "BACKGROUND_NAMES", "InspectionTarget", "Inspectable", "loa
 #: A thing to inspect: ``("run", 3)``, ``("group", 2)`` or ``("ensemble", 5)``.
 Source = tuple[str, int]
 
-#: Names of a multiclass class 0 that make it the background of the error taxonomy.
-BACKGROUND_NAMES = frozenset({"background", "bg", "_background_", "__background__", "backgrounds"})
 
 CACHE_VERSION = 1
 KEEP_REPORTS = 6  # cache files kept per inspected object (older ones are removed)
@@ -150,11 +150,15 @@ def _folds_of(settings: Settings, dataset: Any, config: Any, ids: Sequence[str])
     return {i: int(assignment[i]) for i in ids}
 
 
-def _background(classes: Sequence[str], task: str, background: int | None | Literal["auto"]) -> int | None:
+def _background(session: Session, dataset_id: int | None, classes: Sequence[str], task: str,
+                background: int | None | Literal["auto"]) -> int | None:
     if task != TaskType.MULTICLASS:
         return None
-    if background == "auto":
-        return 0 if classes and str(classes[0]).strip().lower() in BACKGROUND_NAMES else None
+    if background == "auto":  # the dataset's own (declared at registration, or fixed on the Datasets page)
+        ds = session.get(Dataset, dataset_id) if dataset_id is not None else None
+        if ds is not None and list(ds.classes) == list(classes):
+            return ds.background
+        return default_background(classes, task, None)
     if background is not None and not 0 <= int(background) < len(classes):
         raise InvalidInput(f"background must be a class index 0..{len(classes) - 1} or None, got {background}")
     return None if background is None else int(background)
@@ -195,7 +199,8 @@ def load(
     folds = _folds_of(settings, dataset, config, src.ids)
     target = InspectionTarget(
         kind=kind, id=object_id, name=found.name, dataset_id=found.dataset_id, classes=classes, task=src.task,
-        ignore_index=int(config.data.ignore_index), background=_background(classes, src.task, background),
+        ignore_index=int(config.data.ignore_index),
+        background=_background(session, found.dataset_id, classes, src.task, background),
         n_images=len(src.ids), folds=sorted(set(folds.values())) if folds else [],
         stores=[i["path"] for i in found.stores], method=found.method,
     )

@@ -79,6 +79,19 @@ def request_cancel_job(
     return _request_cancel(session, "job", job_id, _now(now), actor)
 
 
+def _check_config_still_runs(session: Session, run: Run | Job, actor: int | None) -> None:
+    """Refuse to requeue a run whose config the submit-time check refuses now: it would fail again at once."""
+    from worker.errors import ConfigError, InvalidInput
+    from worker.services.admission import validate_submission
+
+    assert isinstance(run, Run)
+    try:
+        validate_submission(session, actor=actor, config=run.config, dataset_id=run.dataset_id)
+    except (InvalidInput, ConfigError) as exc:
+        raise InvalidInput(f"run {run.id} would fail again: {exc}; clone it, fix the config and queue the clone "
+                           "instead") from exc
+
+
 def _requeue(session: Session, kind: str, object_id: int, now: dt.datetime, actor: int | None) -> None:
     model = _model(kind)
     obj = _get(session, model, object_id)
@@ -86,6 +99,7 @@ def _requeue(session: Session, kind: str, object_id: int, now: dt.datetime, acto
     access.require_owner(session, actor, _owner(obj), f"requeue {kind} {object_id}")
     if kind == "run":
         access.check_active_run_limit(session, actor, 1)
+        _check_config_still_runs(session, obj, actor)
     stmt = (
         sa.update(model)
         .where(model.id == object_id, model.status.in_([RunStatus.FAILED, RunStatus.CANCELLED]))

@@ -52,9 +52,10 @@ def record_epoch(
     val: dict[str, Any] | None,
     is_best: bool,
     monitor: str | None = None,
+    resources: dict[str, Any] | None = None,
     now: dt.datetime | None = None,
 ) -> bool:
-    """Store one epoch's metrics and the run's progress columns.
+    """Store one epoch's metrics (and the resources it used) and the run's progress columns.
 
     An epoch reported again (a resumed run repeats the epoch after its last checkpoint) replaces
     the earlier row. ``is_best`` with ``val`` updates ``best_metrics`` and ``monitor_value``.
@@ -68,6 +69,7 @@ def record_epoch(
         "total_epochs": epochs,
         "images_per_s": _finite(images_per_s),
         "eta_s": _finite(eta_s),
+        "epoch_progress": 0.0,
         "heartbeat_at": now,
     }
     val_clean = _clean_json(val) if val is not None else None
@@ -87,6 +89,7 @@ def record_epoch(
             lr=_finite(lr),
             images_per_s=_finite(images_per_s),
             val=val_clean,
+            resources=_clean_json(resources) if resources else None,
             created_at=now,
         )
     )
@@ -101,9 +104,16 @@ def record_progress(
     total_epochs: int | None = None,
     images_per_s: float | None = None,
     eta_s: float | None = None,
+    epoch_progress: float | None = None,
 ) -> bool:
-    """Update the live progress columns between epochs (throttled by the caller)."""
+    """Update the live progress columns between epochs (throttled by the caller).
+
+    Args:
+        epoch_progress: The share of the current epoch's steps done (clipped to 0-1).
+    """
     values: dict[str, Any] = {}
+    if epoch_progress is not None and math.isfinite(epoch_progress):
+        values["epoch_progress"] = min(max(float(epoch_progress), 0.0), 1.0)
     if current_epoch is not None:
         values["current_epoch"] = current_epoch
     if total_epochs is not None:
