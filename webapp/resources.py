@@ -315,9 +315,9 @@ def groups(dataset_id: int | None = None, experiment_id: int | None = None) -> l
     return read(svc.list_groups, dataset_id=dataset_id, experiment_id=experiment_id)
 
 
-@cached(ttl=30)
 def pseudo_rounds(dataset_id: int | None = None) -> list[Any]:
-    """Pseudo-label rounds in creation order."""
+    """Pseudo-label rounds in creation order, read afresh on every run: their jobs finish behind the
+    dashboard's back, and a round whose dataset was just written must offer its students at once."""
     from worker.services import pseudo as svc
 
     return read(svc.list_pseudo_rounds, dataset_id=dataset_id)

@@ -230,7 +230,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
     rows = [[str(j.id), j.kind.value, j.status.value + (" (cancelling)" if j.cancel_requested and
                                                          j.status.value == "running" else ""),
              json.dumps(j.target, separators=(",", ":"))[:40], j.worker_name or "-", str(j.priority),
-             _fmt_time(j.queued_at), _one_line(j.error_message or "")[:60] or "-"] for j in jobs]
+             _fmt_time(j.queued_at), (_one_line(j.error_message)[:60] if j.error_message else "-")] for j in jobs]
     print(_table(rows, ["id", "kind", "status", "target", "worker", "prio", "queued", "error"]))
     return 0
 

@@ -246,7 +246,8 @@ def test_an_unauthenticated_browser_sees_only_the_login_page(team, chromium):
 def test_a_viewer_cannot_cancel_an_admins_run(team, chromium, tools):
     from playwright.sync_api import expect
 
-    context, page = _log_in(chromium, team, VIEWER, f"/queue?run={team.run_id}")
+    # the link the outsider used: an admin's id in the URL no longer makes anyone act as the admin
+    context, page = _log_in(chromium, team, VIEWER, f"/queue?as={team.ids['ada']}&run={team.run_id}")
     try:
         expect(page.get_by_role("heading", name="Queue", exact=True)).to_be_visible()
         tools.idle(page)

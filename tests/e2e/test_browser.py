@@ -78,6 +78,7 @@ def test_experiment_leaderboard_ensemble_and_inspect(segboard_live, browser_page
         sidebar.get_by_label("Name", exact=True).fill("ada")
         sidebar.get_by_role("button", name="Add member").click()
         expect(page.get_by_text("you are acting as ada")).to_be_visible()
+        assert page.get_by_role("button", name="Deploy").count() == 0  # Streamlit's own menu stays hidden
 
         # the dataset, from a folder under the dataset root
         page.goto(f"{url}/datasets")

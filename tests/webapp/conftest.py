@@ -147,6 +147,7 @@ def finish(env: dict[str, Any], run_id: int, base: float, *, epochs: int = 3, va
             lifecycle.record_epoch(
                 s, token=token, epoch=e, epochs=epochs, train_loss=1.0 / e, lr=1e-3, images_per_s=50.0,
                 eta_s=float(epochs - e) * 10, val=val, is_best=True, monitor="miou",
+                resources={"cpu_percent": 150.0 + e, "rss_gb": 1.5, "processes": 3, "cpus": 2},
                 now=t0 + dt.timedelta(seconds=10 * e),
             )
         lifecycle.finish_run(

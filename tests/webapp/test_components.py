@@ -93,12 +93,12 @@ def test_overlay_colours_classes_and_hatches_ignored_pixels():
     mask = np.zeros((8, 8), np.uint8)
     mask[0, 0] = 2
     mask[7, 7] = 255
-    out = overlay_mask(img, mask, num_classes=3, alpha=1.0)
-    assert tuple(out[0, 0]) == class_color(2)
-    assert tuple(out[3, 3]) == (100, 100, 100)  # background untouched
+    out = overlay_mask(img, mask, num_classes=3, alpha=1.0, background=0)
+    assert tuple(out[0, 0]) == class_color(2, background_index=0)
+    assert tuple(out[3, 3]) == (100, 100, 100)  # the declared background untouched
     assert tuple(out[7, 4]) == (100, 100, 100)
     assert tuple(out[7, 7]) == tuple(round(100 * 0.5 + c * 0.5) for c in IGNORE_COLOR)  # hatched: unlabelled
-    hidden = overlay_mask(img, mask, num_classes=3, alpha=1.0, visible=[1])
+    hidden = overlay_mask(img, mask, num_classes=3, alpha=1.0, background=0, visible=[1])
     assert tuple(hidden[0, 0]) == (100, 100, 100)
     ml = np.zeros((2, 4, 4), np.uint8)
     ml[0, 0, 0] = ml[1, 0, 0] = 1
@@ -210,3 +210,19 @@ def test_data_policy_frame_has_a_column_per_list_and_names_extra_classes():
     assert list(frame["class"]) == ["bg", "class 1"] and list(frame["loss weight"]) == [0.5, 1.5]
     crop_only = SimpleNamespace(class_shares=None, rare_crop_weights=None, loss_weights=None)
     assert list(data_policy_frame(["bg"], crop_only).columns) == ["class"]
+
+
+def test_per_class_scores_leave_pixel_counts_off_their_0_to_1_axis():
+    from webapp.components.charts import per_class_metrics
+
+    fig = per_class_metrics(["sky", "tree"], {"iou": [0.5, 0.25], "dice": [0.6, 0.4], "support": [91_000, 1_200]})
+    assert [t.name for t in fig.data] == ["iou", "dice"]
+    assert all(max(t.y) <= 1 for t in fig.data) and tuple(fig.layout.yaxis.range) == (0, 1)
+
+
+def test_the_presence_heatmap_draws_one_row_per_image_even_with_numeric_ids():
+    from webapp.components.charts import presence_heatmap
+
+    ids = [str(i) for i in range(1, 19)]  # COCO file names such as 1.jpg ... 18.jpg
+    fig = presence_heatmap([[i % 2 == 0, True, False] for i in range(18)], ids, ["bg", "date", "fig"])
+    assert fig.layout.yaxis.type == "category" and list(fig.data[0].y) == ids and len(fig.data[0].z) == 18

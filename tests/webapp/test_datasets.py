@@ -117,3 +117,24 @@ def test_augmentation_preview(seeded, ui):
     ui.no_exceptions(at)
     captions = [c for img in at.image for c in img.captions]
     assert {"sample 1", "sample 2", "sample 3"} <= set(captions)
+
+
+def test_a_dataset_is_edited_on_its_page(seeded, ui):
+    from worker.services import datasets
+
+    at = ui.open_page("datasets", actor=seeded["ada"])
+    next(t for t in at.text_input if t.label == "Name").set_value("tiny-v2")
+    folder = next(t for t in at.text_input if t.label.startswith("Test images folder"))
+    assert folder.value == "test"
+    folder.set_value("missing-folder")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    ui.no_exceptions(at)
+    assert any("Changing dataset tiny failed" in e.value for e in at.error)
+    with ui.scope() as s:
+        assert datasets.get_dataset(s, dataset_id=seeded["dataset"]).name == "tiny"  # nothing half-saved
+
+    next(t for t in at.text_input if t.label.startswith("Test images folder")).set_value("test")
+    next(b for b in at.button if b.label == "Save changes").click().run()
+    ui.no_exceptions(at)
+    with ui.scope() as s:
+        assert datasets.get_dataset(s, dataset_id=seeded["dataset"]).name == "tiny-v2"

@@ -125,3 +125,33 @@ def test_a_failed_ensemble_shows_its_jobs_error(seeded, ui):
         with ui.scope() as s:
             ens = s.get(Ensemble, seeded["ensemble"])
             ens.status, ens.error_message = before
+
+
+def test_fold_runs_of_one_group_are_explained_before_scoring(seeded, ui):
+    at = ui.open_page("ensemble_builder", actor=seeded["ada"])
+    _pick(at, [f"run:{r}" for r in seeded["fold_runs"]])
+    _score(at)
+    ui.no_exceptions(at)
+    message = next(e.value for e in at.error)
+    assert f"are folds of group {seeded['fold_group']}" in message and f"pick group {seeded['fold_group']}" in message
+
+
+def test_a_selection_from_the_leaderboard_opens_on_its_dataset(seeded, ui, tmp_path):
+    from segcore.data.synthetic import make_synthetic_coco
+    from webapp import state
+    from worker.services import datasets
+
+    other = make_synthetic_coco(tmp_path / "datasets" / "aaa", num_images=4, num_classes=3, size=32)
+    with ui.scope() as s:  # listed first, so a builder that forgot the selection would open on it
+        datasets.register_dataset(s, actor=seeded["ada"], name="aaa-first", source=other,
+                                  classes=["background", "class_1", "class_2", "class_3"], check_pixels=False)
+    at = ui.app()
+    at.session_state[state.ACTOR] = seeded["ada"]
+    at.run()
+    at.session_state[state.ENSEMBLE_MEMBERS] = [{"kind": "group", "id": seeded["fold_group"]},
+                                                {"kind": "run", "id": seeded["fpn_run"]}]
+    at.switch_page("app_pages/ensemble_builder.py").run()
+    ui.no_exceptions(at)
+    assert next(s for s in at.selectbox if s.label == "Dataset").value == seeded["dataset"]
+    picked = next(m for m in at.multiselect if m.label.startswith("Members")).value
+    assert picked == [f"group:{seeded['fold_group']}", f"run:{seeded['fpn_run']}"]

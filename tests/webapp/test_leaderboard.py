@@ -117,3 +117,25 @@ def test_empty_database(env, ui):
     at = ui.open_page("leaderboard")
     ui.no_exceptions(at)
     assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_rows_say_which_images_they_were_validated_on(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    ui.no_exceptions(at)
+    table = next(df.value for df in at.dataframe if "validated on" in df.value.columns)
+    on = dict(zip(zip(table["kind"], table["id"]), table["validated on"]))
+    fold_runs = seeded["fold_runs"]
+    assert on[("run", fold_runs[0])] == "fold 1 of 2" and on[("run", fold_runs[1])] == "fold 2 of 2"
+    assert on[("run", seeded["fpn_run"])] == "hold-out"
+    assert on[("group", seeded["fold_group"])] in ("out-of-fold", "mean of its runs")
+    assert any("Fold runs are scored on one fold's images" in w.value for w in at.warning)
+
+
+def test_the_selected_runs_curves_are_overlaid(seeded, ui):
+    at = ui.open_page("leaderboard", actor=seeded["ada"])
+    picked = [f"run:{r}" for r in seeded["fold_runs"]]
+    next(m for m in at.multiselect if m.label.startswith("Selected rows")).set_value(picked).run()
+    ui.no_exceptions(at)
+    spec = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
+                if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Validation miou per epoch"))
+    assert len(spec["data"]) == 2 and all(len(tr["x"]) == 3 for tr in spec["data"])

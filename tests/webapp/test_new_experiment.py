@@ -181,3 +181,81 @@ def test_rare_class_crops_without_a_crop_are_refused_at_the_data_fields(seeded, 
     ui.no_exceptions(at)
     assert any("rare_class_crop.p > 0 places training crops" in e.value for e in at.error)
     assert any("Nothing was queued" in e.value for e in at.error) and not published
+
+
+def test_the_yaml_tab_refuses_what_the_config_refuses_and_keeps_the_text(seeded, ui):
+    import yaml
+
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    area = next(t for t in at.text_area if t.label == "Config (YAML)")
+    cfg = yaml.safe_load(area.value)
+    cfg["trainning"] = {"epochs": 3}  # misspelt
+    cfg["model"]["arch"] = "NotAnArch"
+    cfg["training"]["epochs"] = -3
+    cfg["training"]["batch_size"] = "lots"
+    text = yaml.safe_dump(cfg)
+    area.input(text)
+    _btn(at, "Load the YAML into the form").click().run()
+    ui.no_exceptions(at)  # no traceback for batch_size: lots
+    message = next(e.value for e in at.error if "was not loaded" in e.value)
+    for field in ("trainning", "model.arch", "training.epochs", "training.batch_size"):
+        assert field in message, message
+    assert next(t for t in at.text_area if t.label == "Config (YAML)").value == text  # the pasted YAML stays
+    assert next(s for s in at.selectbox if s.label == "Architecture").value == "Unet"  # nothing was loaded
+
+
+def test_changing_the_dataset_keeps_the_loaded_config(seeded, ui, tmp_path):
+    from segcore.data.synthetic import make_synthetic_coco
+    from worker.services import datasets
+
+    other = make_synthetic_coco(tmp_path / "datasets" / "zz", num_images=6, num_classes=3, size=64)
+    with ui.scope() as s:
+        zz = datasets.register_dataset(s, actor=seeded["ada"], name="zz-other", source=other,
+                                       classes=["background", "class_1", "class_2", "class_3"], check_pixels=False)
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(s for s in at.selectbox if s.label == "Architecture").set_value("FPN").run()
+    _num(at, "Epochs").set_value(7).run()
+    next(s for s in at.selectbox if s.label == "Dataset").set_value(zz.id).run()
+    ui.no_exceptions(at)
+    assert next(s for s in at.selectbox if s.label == "Architecture").value == "FPN"
+    assert _num(at, "Epochs").value == 7
+    import yaml
+
+    shown = yaml.safe_load(next(t for t in at.text_area if t.label == "Config (YAML)").value)
+    assert shown["data"]["source"]["root"] == str(other.root)
+
+
+def test_a_clone_of_a_fold_run_stays_k_fold(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    _num(at, "Run id").set_value(seeded["fold_runs"][1]).run()
+    _btn(at, "Load its config").click().run()
+    ui.no_exceptions(at)
+    assert _num(at, "k folds").value == 2
+    diff = next((t.value for t in at.dataframe if "field" in t.value.columns), None)
+    assert diff is None or not any(str(f).startswith("data.split.kind") for f in diff["field"])
+    _btn(at, "Queue 2 run(s)").click().run()
+    ui.no_exceptions(at)
+    exp = _experiments(ui)[0]
+    assert exp.expansion.n_folds == 2
+
+
+def test_the_hold_out_share_is_a_form_field(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    _num(at, "Validation share").set_value(0.3).run()
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    exp = _experiments(ui)[0]
+    assert exp.config["data"]["split"]["kind"] == "holdout" and exp.config["data"]["split"]["val_fraction"] == 0.3
+
+
+def test_a_recipe_loads_into_the_form_for_the_picked_dataset(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(s for s in at.selectbox if s.label == "Start from a recipe").set_value("fast").run()
+    ui.no_exceptions(at)
+    assert next(t for t in at.text_input if t.label == "Name").value == "tiny-fast"
+    assert _num(at, "Image height").value == 128 and _num(at, "Image width").value == 160
+    assert next(s for s in at.selectbox if s.label == "Pipeline preset").value == "flips"
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    exp = _experiments(ui)[0]
+    assert exp.config["data"]["classes"] == ui.CLASSES and exp.config["data"]["split"]["kind"] == "holdout"

@@ -94,3 +94,19 @@ def test_a_failed_round_shows_its_jobs_error(seeded, ui):
     finally:
         with ui.scope() as s:
             s.delete(s.get(PseudoRound, r.id))
+
+
+def test_a_round_offers_its_students_as_soon_as_its_job_wrote_the_dataset(seeded, ui):
+    from worker.services import pseudo
+
+    with ui.scope() as s:
+        r1 = pseudo.create_pseudo_round(s, actor=seeded["ada"], name="r1", teacher_kind="ensemble",
+                                        teacher_id=seeded["ensemble"], params={"pixel_threshold": 0.9})
+    at = ui.open_page("pseudo_labels", actor=seeded["ada"])
+    assert any("once a round's job has written" in c.value for c in at.caption)
+    with ui.scope(clear=False) as s:  # the job, in a worker: the dashboard's caches know nothing of it
+        pseudo.set_pseudo_round_result(s, actor=None, round_id=r1.id, status="succeeded",
+                                       dataset_id=seeded["dataset"])
+    at.run()
+    ui.no_exceptions(at)
+    assert any(b.label == "Start student runs" for b in at.button)

@@ -130,3 +130,34 @@ def test_a_queued_job_gets_a_new_priority_and_is_published_again(seeded, ui, pub
 
         events = audit.list_events(s, object_kind="job", object_id=job.id, action="job.set_priority")
     assert [(e.actor_id, e.detail) for e in events] == [(seeded["ada"], {"from": 0, "to": 8})]
+
+
+def test_failed_runs_show_their_error_in_the_table(seeded, ui):
+    from worker.services import lifecycle
+
+    with ui.scope() as s:
+        lifecycle.fail_run(s, run_id=seeded["live_run"], error_message="CUDA out of memory\ntraceback line")
+    at = ui.open_page("queue", actor=seeded["ada"])
+    next(m for m in at.multiselect if m.label == "Status").set_value(["failed"]).run()
+    ui.no_exceptions(at)
+    table = next(df for df in at.dataframe if "error" in df.value.columns).value
+    row = table[table["id"] == seeded["live_run"]].iloc[0]
+    assert row["error"] == "CUDA out of memory" and row["status"] == "failed"
+
+
+def test_the_progress_bar_moves_within_an_epoch(seeded, ui):
+    from worker.db.models import Run
+    from worker.services import lifecycle
+
+    with ui.scope() as s:
+        run = s.get(Run, seeded["live_run"])  # claimed by box2 in the fixture, after its first epoch
+        token = lifecycle.ClaimToken(kind="run", object_id=run.id, worker_name=run.worker_name,
+                                     claimed_at=run.claimed_at)
+    at = ui.open_page("queue", actor=seeded["ada"], run=seeded["live_run"])
+    before = next(p.value for p in at.get("progress"))
+    with ui.scope() as s:
+        assert lifecycle.record_progress(s, token=token, current_epoch=1, epoch_progress=0.5)
+    at.run()
+    ui.no_exceptions(at)
+    bar = next(p for p in at.get("progress"))
+    assert bar.value > before

@@ -133,8 +133,12 @@ def test_artifacts_in_an_s3_root_are_listed_and_downloaded(seeded, ui, s3_server
     ui.no_exceptions(at)
     locations = next(t.value for t in at.dataframe if "artifact" in t.value.columns)
     assert locations.set_index("artifact").loc["run folder", "location"] == location
-    pick = next(s for s in at.selectbox if s.label == "File")
-    assert pick.options[0].startswith("checkpoints/best/metrics.json") and len(pick.options) == 2
+    pick = next(s for s in at.selectbox if s.label == "Download")
+    files = [o for o in pick.options if "KiB" in o]
+    assert files[0].startswith("checkpoints/best/metrics.json") and len(files) == 2
+    # the run's stores are streamed by the API: the same picker links to them
+    assert "validation predictions (zip)" in pick.options
+    pick.set_value("checkpoints/best/metrics.json").run()
     buttons = at.get("download_button")
     assert len(buttons) == 1 and "metrics.json" in buttons[0].proto.label
     mirrored = Path(str(resources.app_settings().artifact_cache_dir)) / "s3"
@@ -173,3 +177,22 @@ def test_run_page_shows_the_data_policy_when_the_run_has_one(seeded, ui, tmp_pat
     table = next(t.value for t in at.dataframe if "pixel share" in t.value.columns)
     assert list(table.columns) == ["class", "pixel share", "crop weight"]  # no loss weights were chosen
     assert list(table["class"]) == ui.CLASSES and table["crop weight"].iloc[3] == 1.6
+
+
+def test_run_page_charts_the_resources_each_epoch_used(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    ui.no_exceptions(at)
+    specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+    usage = next(s for s in specs if (s["layout"].get("title") or {}).get("text") == "Resources per epoch")
+    cpu = next(tr for tr in usage["data"] if tr["name"] == "CPU")
+    assert cpu["x"] == [1, 2, 3] and cpu["y"] == [151.0, 152.0, 153.0]
+    assert {tr["name"] for tr in usage["data"]} == {"CPU", "RAM (process + loaders)"}  # no GPU figures on a CPU run
+
+
+def test_the_picker_links_stores_and_checkpoints_to_the_apis_streamed_zips(seeded, ui):
+    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    ui.no_exceptions(at)
+    pick = next(s for s in at.selectbox if s.label == "Download")
+    pick.set_value("validation predictions (zip)").run()
+    links = [b for b in at.get("link_button") if b.proto.label.startswith("Download validation predictions")]
+    assert links and links[0].proto.url == f"/api/runs/{seeded['fpn_run']}/store?split=val"

@@ -169,12 +169,12 @@ def _presence(dataset_id: int, fingerprint: str | None, _dataset: Any) -> tuple[
 
 def _report(ds: Any) -> None:
     report = ds.report or {}
-    c = st.columns(4)
+    c = st.columns(3)
     c[0].metric("Images", report.get("num_images", "?"))
     c[1].metric("Test images", report.get("num_test_images", 0))
     c[2].metric("Classes", len(ds.classes))
-    c[3].metric("Format", ds.source.get("format", "?"))
-    st.caption(f"Root {ds.source.get('root')} · task {ds.task.value} · ignore index {ds.ignore_index} · "
+    st.caption(f"Format {ds.source.get('format', '?')} · root {ds.source.get('root')} · task {ds.task.value} · "
+               f"ignore index {ds.ignore_index} · "
                f"fingerprint {str(ds.fingerprint)[:16]}… · registered {fmt_time(ds.created_at)}")
     problems = report.get("problems") or []
     if problems:
@@ -234,12 +234,11 @@ def _samples(ds: Any, dataset: Any) -> None:
         image = dataset.load_image(image_id)
         mask = dataset.load_mask(image_id)
         over = overlay_mask(image, mask, num_classes=len(ds.classes), alpha=alpha, ignore_index=ds.ignore_index,
-                            skip_background=ds.task is TaskType.MULTICLASS, visible=visible)
+                            background=ds.background, visible=visible)
         c = st.columns(2)
         c[0].image(image, caption=f"{image_id} ({image.shape[1]}x{image.shape[0]})", width="stretch")
         c[1].image(over, caption="mask overlay", width="stretch")
-        render_legend(ds.classes, present=classes_present(mask, len(ds.classes)),
-                      skip_background=ds.task is TaskType.MULTICLASS)
+        render_legend(ds.classes, present=classes_present(mask, len(ds.classes)), background=ds.background)
 
 
 def _augmentation_preview(ds: Any, dataset: Any) -> None:
@@ -256,9 +255,41 @@ def _augmentation_preview(ds: Any, dataset: Any) -> None:
         cols = st.columns(3)
         for i, (img, mask) in enumerate(samples):
             over = overlay_mask(img, mask, num_classes=len(ds.classes), alpha=0.5, ignore_index=ds.ignore_index,
-                                skip_background=ds.task is TaskType.MULTICLASS)
+                                background=ds.background)
             cols[i % 3].image(over, caption=f"sample {i + 1}", width="stretch")
-        render_legend(ds.classes, skip_background=ds.task is TaskType.MULTICLASS)
+        render_legend(ds.classes, background=ds.background)
+
+
+def _edit(ds: Any) -> None:
+    """Rename the dataset, add or drop its test folder, or correct its classes (while no experiment uses it)."""
+    from worker.services import datasets as svc
+
+    with st.expander("Edit", icon=":material/edit:"), st.form(_k(f"edit_{ds.id}"), border=False):
+        name = st.text_input("Name", value=ds.name, key=_k(f"edit_name_{ds.id}"))
+        test = st.text_input("Test images folder (relative to the dataset's root; empty for none)",
+                             value=ds.source.get("test_images") or "", key=_k(f"edit_test_{ds.id}"),
+                             help="Unlabelled images for test predictions, submissions and pseudo-labels.")
+        classes = st.text_input("Classes in index order, comma-separated", value=", ".join(ds.classes),
+                                key=_k(f"edit_classes_{ds.id}"),
+                                help="Only while no experiment uses the dataset; the data is checked again.")
+        options: list[int | None] = [None, *range(len(ds.classes))] if ds.task is TaskType.MULTICLASS else [None]
+        background = st.selectbox(
+            "Background class", options, index=options.index(ds.background) if ds.background in options else 0,
+            format_func=lambda i: "none (every class is drawn)" if i is None else f"{i}: {ds.classes[i]}",
+            key=_k(f"edit_background_{ds.id}"),
+            help="Left uncoloured in overlays and out of legends and foreground counts; the background of the "
+                 "error analysis (under- and over-prediction). COCO's class 0 is; a class like Stanford "
+                 "Background's sky is not.")
+        if not st.form_submit_button("Save changes"):
+            return
+    new_classes = [c.strip() for c in classes.split(",") if c.strip()]
+    with guard(f"Changing dataset {ds.name}") as outcome:
+        updated = resources.write(svc.update_dataset, dataset_id=ds.id, name=name, test_images=test.strip() or None,
+                                  classes=new_classes if new_classes != list(ds.classes) else None,
+                                  background=background, artifacts=resources.artifacts())
+    if not outcome.failed:
+        state.flash(f"Dataset {updated.name} saved.")
+        st.rerun()
 
 
 def _browse(datasets: list) -> None:
@@ -268,6 +299,7 @@ def _browse(datasets: list) -> None:
                          format_func=lambda i: f"{by_id[i].name} ({names.get(by_id[i].created_by, '?')})")
     ds = by_id[ds_id]
     _report(ds)
+    _edit(ds)
     with guard(f"Opening dataset {ds.name}") as outcome:
         dataset = open_registered(ds)
     if outcome.failed:

@@ -13,6 +13,7 @@ import streamlit as st
 
 from webapp import resources, state
 from webapp.components import charts, links
+from webapp.components.downloads import file_picker
 from webapp.components.forms import tta_input
 from webapp.components.layout import empty_state, fmt_score, fmt_time, member_names, page_header, query_int
 from webapp.components.submissions import render_submissions
@@ -46,11 +47,11 @@ def _saved(ensemble_id: int) -> None:
         return
     names = member_names(resources.members())
     st.subheader(f"Ensemble {ens.id}: {ens.name}")
-    c = st.columns(4)
+    c = st.columns(2)
     c[0].metric(f"Validation {ens.monitor_metric}", fmt_score(ens.val_score))
-    c[1].metric("Method", ens.method.value)
-    c[2].metric("Members", len(ens.members))
-    c[3].metric("Test prediction", ens.status.value)
+    c[1].metric("Members", len(ens.members))
+    # words (a method, a status) go in a line of text: a metric tile cuts them ("succee...")
+    st.markdown(f"Method **{ens.method.value}** · test prediction **{ens.status.value}**")
     st.caption(f"By {names.get(ens.owner_id, '?')} on {fmt_time(ens.created_at)} · TTA "
                f"{ens.tta or 'none'}" + (f" · {ens.note}" if ens.note else ""))
     if ens.error_message:
@@ -69,6 +70,8 @@ def _saved(ensemble_id: int) -> None:
         st.plotly_chart(charts.member_scores([r["member"] for r in rows], [r["score"] for r in rows],
                                              candidate=ens.val_score, metric=ens.monitor_metric), key=_k("saved_chart"))
     links.link_inspect(ensemble=ens.id)
+    if ens.test_store:
+        file_picker([], {"test predictions (zip)": f"stores/ensemble/{ens.id}?split=test"}, key=_k("file"))
     st.markdown("#### Submissions")
     render_submissions(ensemble_id=ens.id, test_store=ens.test_store, names=names)
 
@@ -150,6 +153,14 @@ def _builder() -> None:
         empty_state("Register a dataset and train a few runs first.", page=links.DATASETS, label="Datasets")
         return
     by_id = {d.id: d for d in datasets}
+    pending = state.get(state.ENSEMBLE_MEMBERS)
+    if pending:  # arriving with a selection: open on the dataset the picked rows belong to
+        from worker.services import ensembles
+
+        first = pending[0]
+        picked_ds = resources.read(ensembles.source_dataset_id, kind=first["kind"], source_id=first["id"])
+        if picked_ds in by_id:
+            st.session_state[_k("dataset")] = picked_ds
     ds_id = st.selectbox("Dataset", list(by_id), key=_k("dataset"), format_func=lambda i: by_id[i].name)
     rows = resources.leaderboard(dataset_id=ds_id, kinds=("run", "group", "student"), limit=1000)
     if len(rows) < 2:

@@ -189,8 +189,8 @@ def _headline(report: Any, target: Any) -> None:
     if parts:
         st.caption("Error taxonomy: " + " · ".join(parts))
     if target.background is None and target.task == TaskType.MULTICLASS:
-        st.caption("No background class: every error counts as a wrong class (under- and over-prediction need a "
-                   "class 0 named 'background').")
+        st.caption("The dataset has no background class, so every error counts as a wrong class (under- and "
+                   "over-prediction need one: declare it on the Datasets page, Edit).")
 
 
 def _classes_section(report: Any, target: Any) -> None:

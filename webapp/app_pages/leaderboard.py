@@ -15,6 +15,7 @@ from webapp import resources, state
 from webapp.components import charts, links
 from webapp.components.layout import empty_state, member_names, page_header
 from webapp.components.tables import METRIC_COLUMNS, correlation_frame, leaderboard_frame, row_key, row_label
+from webapp.errors import guard
 
 __all__ = ["render"]
 
@@ -121,6 +122,22 @@ def _actions(rows: list, table_picked: list) -> None:
                 links.link_inspect(run=r.id)
             elif kind == "ensemble":
                 links.link_inspect(ensemble=r.id)
+    runs = [r for r in chosen if r.kind.value in ("run", "student")]
+    if len(runs) >= 2:
+        _overlaid_curves(runs)
+
+
+def _overlaid_curves(rows: list) -> None:
+    """The selected runs' validation curves on one chart (the monitored metric, or any other)."""
+    from worker.services import runs as svc
+
+    metric = st.selectbox("Curves of", [*METRIC_COLUMNS, "loss"], key=_k("curve_metric"),
+                          index=[*METRIC_COLUMNS, "loss"].index(rows[0].monitor_metric)
+                          if rows[0].monitor_metric in (*METRIC_COLUMNS, "loss") else 0)
+    with guard("Reading the runs' curves") as outcome:
+        series = {f"{r.name} ({r.id})": resources.read(svc.epoch_metrics, run_id=r.id) for r in rows}
+    if not outcome.failed:
+        st.plotly_chart(charts.overlaid_curves(series, metric=metric), key=_k("overlaid"))
 
 
 def _scatter(dataset_id: int | None, datasets: list) -> None:
@@ -179,6 +196,10 @@ def render() -> None:
     first = f["offset"] + 1
     st.caption(f"Rows {first}-{first + len(rows) - 1}" + ("; more on the next page" if more else " (the last)"))
     _flags(rows)
+    if any((r.validated_on or "").startswith("fold ") for r in rows) and len({r.validated_on for r in rows}) > 1:
+        st.warning("Fold runs are scored on one fold's images only, so they do not compare with groups (scored "
+                   "on every image, out-of-fold) or hold-out runs: see the **validated on** column, and rank "
+                   "a k-fold experiment by its group.", icon=":material/compare_arrows:")
     table_picked = _table(rows, member_names(members))
     _actions(rows, table_picked)
     _scatter(f["dataset_id"], datasets)

@@ -1,5 +1,6 @@
 """New experiment: a form generated from segcore's catalog and config schema, a YAML tab editing the
-same config, cloning from any run with the diff shown, k folds x m seeds, and ablation grids.
+same config, cloning from any run with the diff shown, k folds x m seeds, and ablation grids (one axis,
+or the full grid of several).
 
 Validation errors are shown next to the field they concern. Nothing is queued unless every run
 config of the expansion is valid.
@@ -21,38 +22,27 @@ from webapp import resources, state
 from webapp.components import links
 from webapp.components.crop_controls import crop_controls
 from webapp.components.forms import (
+    apply_split,
     config_changes,
     field_errors,
     loss_rows,
     loss_terms,
     parse_int_list,
     parse_tags,
-    parse_values,
     show_field_errors,
     transform_rows,
     transform_specs,
 )
+from webapp.components.grid_axes import GRID_AXES, grid_editor, grid_values
 from webapp.components.layout import empty_state, page_header
 from webapp.components.overlays import overlay_mask, render_legend
 from webapp.errors import guard
 from worker.errors import ConfigError
-from worker.services import weights as weights_service
+from worker.services import recipes as recipe_svc, weights as weights_service
 
 __all__ = ["render", "GRID_AXES", "grid_values", "base_config"]
 
 PAGE = "new_experiment"
-# Ablation axes offered in the form: label -> dotted config path (None: type a path).
-GRID_AXES: dict[str, str | None] = {
-    "each augmentation preset": "augmentation.preset",
-    "each extra transform alone": "augmentation.transforms",
-    "each loss": "loss",
-    "each encoder": "model.encoder",
-    "each architecture": "model.arch",
-    "each optimizer": "optimizer.name",
-    "each scheduler": "scheduler.name",
-    "learning rates": "optimizer.lr",
-    "another config field": None,
-}
 _SECTIONS = ("name", "data", "model", "loss", "augmentation", "optimizer", "scheduler", "training", "evaluation")
 
 
@@ -70,16 +60,6 @@ def base_config(ds: Any) -> dict[str, Any]:
         "loss": {"terms": [{"name": "ce" if ds.task is TaskType.MULTICLASS else "bce", "weight": 0.6},
                            {"name": "jaccard", "weight": 0.4}]},
     }
-
-
-def grid_values(axis: str, picked: list[Any]) -> list[Any]:
-    """Grid values for an axis from what the form picked (loss names become one-term losses, transforms
-    become one-transform lists)."""
-    if axis == "loss":
-        return [str(name) for name in picked]
-    if axis == "augmentation.transforms":
-        return [[{"name": name, "p": 0.5}] for name in picked]
-    return list(picked)
 
 
 # ------------------------------------------------------------------------- the draft
@@ -128,6 +108,9 @@ def _load(cfg: dict[str, Any], *, dataset_id: int | None, clone_of: int | None =
     fixed = crop if isinstance(crop, (list, tuple)) and len(crop) == 2 else [256, 256]
     ss[_k("crop_h")], ss[_k("crop_w")] = int(fixed[0]), int(fixed[1])
     ss[_k("rare_p")] = float((data.get("rare_class_crop") or {}).get("p", 0.0))
+    split = data.get("split") or {}
+    ss[_k("folds")] = int(split.get("n_folds", 1)) if split.get("kind") == "kfold" else 1
+    ss[_k("val_fraction")] = float(split.get("val_fraction", 0.2)) if split.get("kind") == "holdout" else 0.2
     ss[_k("monitor")] = ev.get("monitor", "miou")
     ss[_k("tags")] = ", ".join(full.get("tags") or [])
     ss[_k("note")] = full.get("note") or ""
@@ -143,10 +126,30 @@ def _valid(cfg: dict[str, Any]) -> bool:
 
 
 def _on_dataset_change() -> None:
+    """Another dataset, the same experiment: only where the data comes from changes (the form keeps every
+    other field); what the new dataset cannot run is refused at submit, next to its field."""
     ds_id = st.session_state.get(_k("dataset"))
     ds = next((d for d in resources.datasets() if d.id == ds_id), None)
-    if ds is not None:
+    if ds is None:
+        return
+    draft = _draft()
+    if not draft.get("base"):
         _load(base_config(ds), dataset_id=ds.id)
+        return
+    base = copy.deepcopy(draft["base"])
+    data = base.setdefault("data", {})
+    data.update({"source": copy.deepcopy(ds.source), "classes": list(ds.classes), "task": ds.task.value,
+                 "ignore_index": ds.ignore_index})
+    data.pop("fingerprint", None)
+    state.put(state.EXPERIMENT_DRAFT, {**draft, "base": base, "dataset_id": ds.id})
+    st.session_state.pop(_k("yaml"), None)  # the YAML tab shows the new data source
+
+
+def _on_recipe() -> None:
+    name = st.session_state.get(_k("recipe"))
+    ds_id = st.session_state.get(_k("dataset"))
+    if name and ds_id is not None:
+        _load(resources.read(recipe_svc.recipe_config, name=name, dataset_id=int(ds_id)), dataset_id=int(ds_id))
 
 
 def _on_clone() -> None:
@@ -163,9 +166,7 @@ def _on_clone() -> None:
     st.session_state.pop(_k("clone_error"), None)
     cfg = copy.deepcopy(run.config)
     cfg["name"] = f"{cfg.get('name', run.name)}-clone"
-    if (cfg.get("data") or {}).get("split", {}).get("kind") == "kfold":
-        cfg["data"]["split"] = {"kind": "holdout"}  # the expansion below sets the folds again
-    cfg.get("data", {}).pop("fingerprint", None)
+    cfg.get("data", {}).pop("fingerprint", None)  # the split stays: a fold run's clone is k-fold again
     _load(cfg, dataset_id=run.dataset_id, clone_of=run.id)
 
 
@@ -178,6 +179,17 @@ def _on_yaml_load() -> None:
         return
     if not isinstance(data, dict):
         st.session_state[_k("yaml_error")] = "The YAML must be a mapping of config sections (name, data, model, ...)."
+        return
+    ds = next((d for d in resources.datasets() if d.id == _draft().get("dataset_id")), None)
+    checked = copy.deepcopy(data)
+    if ds is not None and isinstance(checked.get("data", {}), dict):  # the data's origin is the Dataset picker's
+        checked["data"] = {**(checked.get("data") or {}), "source": copy.deepcopy(ds.source),
+                           "classes": list(ds.classes), "task": ds.task.value, "ignore_index": ds.ignore_index}
+    try:
+        ExperimentConfig.model_validate(checked)
+    except ValidationError as exc:  # nothing is loaded and the pasted text stays as it is
+        lines = "\n".join(f"- {field}: {message}" for field, message in field_errors(exc).items())
+        st.session_state[_k("yaml_error")] = f"The YAML was not loaded into the form; fix these fields:\n{lines}"
         return
     st.session_state.pop(_k("yaml_error"), None)
     _load(data, dataset_id=_draft().get("dataset_id"), clone_of=_draft().get("clone_of"))
@@ -305,22 +317,28 @@ def _preview(ds: Any, cfg: dict[str, Any]) -> None:
         cols = st.columns(6)
         for i, (img, mask) in enumerate(samples):
             cols[i].image(overlay_mask(img, mask, num_classes=len(ds.classes), ignore_index=ds.ignore_index,
-                                       skip_background=ds.task is TaskType.MULTICLASS), width="stretch")
-        render_legend(ds.classes, skip_background=ds.task is TaskType.MULTICLASS)
+                                       background=ds.background), width="stretch")
+        render_legend(ds.classes, background=ds.background)
 
 
 def _expansion(slots: dict[str, Any]) -> dict[str, Any]:
     st.markdown("##### Runs")
     c = st.columns([1, 2, 1])
-    n_folds = int(c[0].number_input("k folds (1: the config's split)", min_value=1, max_value=20, value=1,
+    n_folds = int(c[0].number_input("k folds (1: one validation split)", min_value=1, max_value=20,
                                     key=_k("folds")))
+    base_split = ((_draft().get("base") or {}).get("data") or {}).get("split") or {}
+    val_fraction = 0.2
+    if n_folds == 1 and base_split.get("kind") == "predefined":
+        c[0].caption("Validation: the config's predefined split lists (edit them in the YAML tab).")
+    elif n_folds == 1:
+        val_fraction = float(c[0].number_input("Validation share (hold-out)", min_value=0.01, max_value=0.99,
+                                               step=0.05, key=_k("val_fraction")))
     seeds_text = c[1].text_input("Seeds", value="0", key=_k("seeds"),
                                  help="One run per seed (per fold), e.g. '0, 1, 2'.")
     priority = int(c[2].number_input("Priority (0-9)", min_value=0, max_value=9, value=0, key=_k("priority")))
     c = st.columns(2)
     tags = parse_tags(c[0].text_input("Tags", key=_k("tags"), placeholder="baseline, fpn"))
     note = c[1].text_input("Note", key=_k("note"))
-    grid: dict[str, Any] | None = None
     problems: dict[str, str] = {}
     try:
         seeds = parse_int_list(seeds_text, what="seeds")
@@ -328,37 +346,12 @@ def _expansion(slots: dict[str, Any]) -> dict[str, Any]:
             raise ValueError("give at least one seed, e.g. 0")
     except ValueError as exc:
         seeds, problems["seeds"] = [0], str(exc)
-    if st.toggle("Ablation grid: one group of runs per value of one axis", key=_k("grid_on")):
-        c = st.columns([1, 2])
-        label = c[0].selectbox("Axis", list(GRID_AXES), key=_k("grid_axis"))
-        axis = GRID_AXES[label]
-        options: list[Any] | None = {
-            "augmentation.preset": list(catalog.AUGMENTATION_PRESETS),
-            "augmentation.transforms": list(catalog.TRANSFORMS),
-            "loss": list(catalog.LOSSES),
-            "model.encoder": catalog.encoder_names(),
-            "model.arch": list(catalog.ARCHITECTURES),
-            "optimizer.name": list(catalog.OPTIMIZERS),
-            "scheduler.name": list(catalog.SCHEDULERS),
-        }.get(axis or "")
-        if axis is None:
-            axis = c[1].text_input("Config path", key=_k("grid_path"), placeholder="e.g. training.batch_size").strip()
-        if options is not None:
-            picked = c[1].multiselect("Values", options, key=_k("grid_values"))
-            values = grid_values(axis, picked)
-        else:
-            text = st.text_input("Values (YAML list)", key=_k("grid_text"), placeholder="[0.001, 0.0003, 0.0001]")
-            try:
-                values = parse_values(text)
-            except ValueError as exc:
-                values, problems["grid"] = [], str(exc)
-        if axis and values:
-            grid = {"axis": axis, "values": values}
-        elif "grid" not in problems:
-            problems["grid"] = "pick the axis and at least one value (or switch the grid off)"
+    grid, problem = grid_editor(_k)
+    if problem:
+        problems["grid"] = problem
     slots["expansion"] = st.container()
     return {"n_folds": n_folds, "seeds": seeds, "priority": priority, "tags": tags, "note": note, "grid": grid,
-            "problems": problems}
+            "problems": problems, "val_fraction": val_fraction}
 
 
 def _show_errors(slots: dict[str, Any], errors: dict[str, str]) -> None:
@@ -416,7 +409,8 @@ def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, 
 
 def render() -> None:
     """Draw the page."""
-    page_header("New experiment", "Define a training once; expand it into folds, seeds or an ablation grid.")
+    page_header("New experiment",
+                "Define a training once; expand it into folds, seeds or an ablation grid of one or more axes.")
     datasets = resources.datasets()
     if not datasets:
         empty_state("Register a dataset first: an experiment trains on a registered dataset.", page=links.DATASETS,
@@ -433,6 +427,12 @@ def render() -> None:
         st.session_state[_k("dataset")] = first.id
         _load(base_config(first), dataset_id=first.id)
 
+    recipes = resources.read(recipe_svc.list_recipes)
+    st.selectbox("Start from a recipe", [None, *(r.name for r in recipes)], key=_k("recipe"),
+                 on_change=_on_recipe, format_func=lambda n: "keep the form as it is" if n is None else
+                 f"{n}: {next(r.description for r in recipes if r.name == n)}",
+                 help="Loads the recipe's whole config (model, loss, augmentation, crop, schedule) into the form "
+                      "for the dataset picked below; docs/recipes.md compares them.")
     with st.expander("Clone from a run", expanded=bool(_draft().get("clone_of"))):
         c = st.columns([1, 1, 3])
         c[0].number_input("Run id", min_value=1, step=1, value=None, key=_k("clone_id"))
@@ -464,8 +464,10 @@ def render() -> None:
             st.error(st.session_state[_k("yaml_error")])
     cfg["tags"] = []  # tags and note travel with the experiment below
     exp = _expansion(slots)
-    groups = len(exp["grid"]["values"]) if exp["grid"] else 1
-    n_runs = groups * exp["n_folds"] * len(exp["seeds"])
+    apply_split(cfg, n_folds=exp["n_folds"], val_fraction=exp["val_fraction"])
+    from worker.services.experiments import plan_expansion
+
+    plan = plan_expansion(n_folds=exp["n_folds"], seeds=exp["seeds"], grid=exp["grid"])
     clone_of = _draft().get("clone_of")
     if clone_of:
         from worker.services import runs
@@ -478,9 +480,11 @@ def render() -> None:
                 st.caption("No change yet.")
             else:
                 st.dataframe(diff, hide_index=True, width="stretch", key=_k("clone_diff"))
-    st.caption(f"This queues {n_runs} run(s): {groups} group(s) x {exp['n_folds']} fold(s) "
-               f"x {len(exp['seeds'])} seed(s).")
-    if st.button(f"Queue {n_runs} run(s)", type="primary", key=_k("submit")):
+    st.caption(f"This queues {plan.runs} run(s): {plan.groups} group(s) x {plan.n_folds} fold(s) "
+               f"x {plan.n_seeds} seed(s).")
+    if plan.problem:
+        st.error(plan.problem, icon=":material/error:")
+    if st.button(f"Queue {plan.runs} run(s)", type="primary", key=_k("submit"), disabled=plan.problem is not None):
         _submit(ds, cfg, exp, slots)
     st.page_link(links.QUEUE, label="Open the queue", icon=":material/queue:")
 

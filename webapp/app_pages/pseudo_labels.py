@@ -95,9 +95,9 @@ def _show_preview(preview: dict[str, Any], ignore_index: int) -> None:
         cols = st.columns(min(len(preview["samples"]), 4))
         for i, s in enumerate(preview["samples"]):
             cols[i % len(cols)].image(overlay_mask(s["image"], s["mask"], num_classes=len(classes),
-                                                   ignore_index=ignore_index),
+                                                   ignore_index=ignore_index, background=preview.get("background")),
                                       caption=f"{s['id']} (pseudo-labels)", width="stretch")
-        render_legend(classes, skip_background=True)
+        render_legend(classes, background=preview.get("background"))
     elif kept == 0:
         st.warning("No image passes these thresholds: lower them.")
 

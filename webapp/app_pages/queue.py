@@ -65,7 +65,9 @@ def _table(runs: list, names: dict) -> None:
                  "img/s": r.images_per_s, "ETA": fmt_duration(r.eta_s) if r.status.value == "running" else "",
                  "worker": r.worker_name or "", "device": r.device or "", "attempt": r.attempt,
                  "workers lost": r.lost_count,
-                 "queued": fmt_time(r.queued_at), "detail": links.page_url("run", run=r.id)}
+                 "queued": fmt_time(r.queued_at),
+                 "error": (r.error_message or "").strip().split("\n")[0][:120],
+                 "detail": links.page_url("run", run=r.id)}
                 for r in runs
             ]
         ),
@@ -123,7 +125,8 @@ def live_panel(run_id: int) -> None:
         return
     total = run.total_epochs or 0
     done = run.current_epoch or 0
-    st.progress(min(done / total, 1.0) if total else 0.0,
+    within = (run.epoch_progress or 0.0) if run.status.value == "running" else 0.0
+    st.progress(min((done + within) / total, 1.0) if total else 0.0,
                 text=f"{run.name}: {run.status.value}, epoch {done}/{total or '?'}"
                      + (f", ETA {fmt_duration(run.eta_s)}" if run.status.value == "running" else "")
                      + (f", {run.images_per_s:.1f} img/s" if run.images_per_s else ""))
@@ -209,7 +212,10 @@ def render() -> None:
         total = resources.count_runs(status=tuple(statuses) or None)
         st.caption(f"{len(runs)} of {total} runs" + (" (the first 200 in queue order)" if total > len(runs) else ""))
         if runs:
-            _table(runs, names)
+            auto = st.toggle("Refresh the table and the live panel every 5 s", value=True, key=_k("auto"))
+            # the table refreshes with the live panel, so its img/s and epochs never lag the panel's
+            st.fragment(lambda: _table(resources.runs(status=tuple(statuses) or None, order="queue", limit=200),
+                                       names), run_every=5 if auto else None)()
             by_id = {r.id: r for r in runs}
             wanted = query_int("run")
             ids = list(by_id)
@@ -217,7 +223,6 @@ def render() -> None:
             run_id = st.selectbox("Run", ids, index=index, key=_k("run"),
                                   format_func=lambda i: f"{i}: {by_id[i].name} ({by_id[i].status.value})")
             _actions(by_id[run_id])
-            auto = st.toggle("Refresh the live panel every 5 s", value=True, key=_k("auto"))
             st.fragment(live_panel, run_every=5 if auto else None)(run_id)
         else:
             st.info("No run has these statuses; pick others above (finished runs are on the Leaderboard).")

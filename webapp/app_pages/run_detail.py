@@ -6,39 +6,27 @@ Opened with ``?run=<id>`` (or ``?group=<id>`` for a fold/seed group).
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import streamlit as st
 import yaml
 
 from webapp import resources, state
 from webapp.components import charts, links
+from webapp.components.downloads import artifact_files, file_picker
 from webapp.components.layout import fmt_duration, fmt_score, fmt_time, member_names, page_header, query_int
+from webapp.components.notifications import render_experiment_hooks
+from webapp.components.storage import render_disk_line
 from webapp.components.submissions import render_submissions
 from webapp.components.tables import data_policy_frame, per_class_frame
 from webapp.errors import guard
 
-__all__ = ["render", "artifact_files"]
+__all__ = ["render"]
 
 PAGE = "run_detail"
-MAX_DOWNLOAD_BYTES = 200 * 1024 * 1024
 
 
 def _k(name: str) -> str:
     return state.widget_key(PAGE, name)
-
-
-def artifact_files(folder: str | None, *, limit: int = 200) -> list[tuple[str, int, str]]:
-    """Files under an artifact folder as ``(relative path, bytes, location)``, sorted.
-
-    The folder may be local or in a remote artifact root (listed there, nothing is downloaded).
-    Returns an empty list for None or a missing folder.
-    """
-    if not folder:
-        return []
-    base = str(folder).rstrip("/")
-    return [(rel, size, f"{base}/{rel}") for rel, size in resources.artifacts().files(folder)[:limit]]
 
 
 def _pick_run() -> int | None:
@@ -104,6 +92,9 @@ def _curves(run) -> None:
         st.info("No epoch has finished yet.")
         return
     st.plotly_chart(charts.training_curves(epochs, monitor=run.monitor_metric), key=_k("curves"))
+    usage = charts.resource_usage(epochs)
+    if usage is not None:
+        st.plotly_chart(usage, key=_k("resources"))
 
 
 def _per_class(run, classes: list[str]) -> None:
@@ -144,25 +135,15 @@ def _config(run) -> None:
 
 
 def _artifacts(run) -> None:
-    files = artifact_files(run.artifact_dir)
     locations = {"run folder": run.artifact_dir, "checkpoint": run.checkpoint_dir, "validation predictions":
                  run.val_store, "test predictions": run.test_store}
     st.dataframe(pd.DataFrame([{"artifact": k, "location": v or "–"} for k, v in locations.items()]),
                  hide_index=True, width="stretch", key=_k("locations"))
-    if not files:
-        st.caption("No files to download here yet.")
-        return
-    choices = {rel: (size, path) for rel, size, path in files}
-    rel = st.selectbox("File", list(choices), key=_k("file"),
-                       format_func=lambda r: f"{r} ({choices[r][0] / 1024:.1f} KiB)")
-    size, location = choices[rel]
-    if size > MAX_DOWNLOAD_BYTES:
-        st.info(f"{rel} is {size / 2**20:.0f} MiB; copy it from {location}.")
-        return
-    with guard(f"Reading {rel}") as outcome:
-        data = resources.artifacts().fetch(location).read_bytes()
-    if not outcome.failed:
-        st.download_button(f"Download {Path(rel).name}", data=data, file_name=Path(rel).name, key=_k("download"))
+    streamed = {label: path for label, path, there in (
+        ("checkpoint (zip)", f"runs/{run.id}/checkpoint", run.checkpoint_dir),
+        ("validation predictions (zip)", f"runs/{run.id}/store?split=val", run.val_store),
+        ("test predictions (zip)", f"runs/{run.id}/store?split=test", run.test_store)) if there}
+    file_picker(artifact_files(run.artifact_dir), streamed, key=_k("file"))
 
 
 def _logs(run) -> None:
@@ -187,11 +168,13 @@ def _render_run(run_id: int) -> None:
     st.subheader(run.name)
     names = member_names(resources.members())
     _header(run, names)
+    render_disk_line("run", run.id, page=PAGE)
     classes = list(run.config.get("data", {}).get("classes") or [])
     if run.dataset_id is not None:
         with guard("Loading the dataset"):
             classes = resources.read(datasets.get_dataset, dataset_id=run.dataset_id).classes
     _data_policy(run, classes)
+    render_experiment_hooks(run.experiment_id)
     tabs = st.tabs(["Curves", "Per-class metrics", "Config", "Artifacts", "Submissions", "Log"], key=_k("tabs"),
                    on_change="rerun")  # the open tab survives the rerun after a write
     with tabs[0]:
@@ -224,6 +207,8 @@ def _render_group(group_id: int) -> None:
     c[2].metric(f"Mean {group.monitor_metric}", fmt_score(stat.mean if stat else None))
     c[3].metric("Std", fmt_score(stat.std if stat else None))
     st.caption("Status: " + ", ".join(f"{n} {s}" for s, n in group.status_counts.items()))
+    render_experiment_hooks(group.experiment_id)
+    render_disk_line("group", group.id, page=PAGE)
     st.dataframe(
         pd.DataFrame([{"metric": k, "mean": s.mean, "std": s.std, "runs": s.n} for k, s in group.metrics.items()]),
         hide_index=True, width="stretch", key=_k("group_metrics"),
@@ -244,6 +229,11 @@ def _render_group(group_id: int) -> None:
             members.append({"kind": "group", "id": group.id})
         state.put(state.ENSEMBLE_MEMBERS, members)
         st.switch_page(links.ENSEMBLE_BUILDER)
+    st.markdown("#### Files")
+    file_picker([], {label: path for label, path, there in (
+        ("out-of-fold predictions (zip)", f"stores/group/{group.id}?split=val", group.oof_store),
+        ("test predictions (zip)", f"stores/group/{group.id}?split=test", group.test_store)) if there},
+        key=_k("group_file"))
     st.markdown("#### Submissions")
     render_submissions(group_id=group.id, test_store=group.test_store, names=member_names(resources.members()))
 

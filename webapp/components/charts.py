@@ -106,7 +106,9 @@ def presence_heatmap(presence: Sequence[Sequence[bool]], image_ids: Sequence[str
                    showscale=False, hovertemplate="%{y}: %{x}<extra></extra>")
     )
     fig.update_layout(title="Class presence per image", **{**_LAYOUT, "height": min(900, 120 + 12 * len(z))})
-    fig.update_yaxes(autorange="reversed", showticklabels=len(z) <= 60)
+    # image ids such as "1", "2" are names, not numbers: a category axis draws every row once, in order
+    fig.update_yaxes(autorange="reversed", type="category", showticklabels=len(z) <= 60)
+    fig.update_xaxes(type="category")
     return fig
 
 
@@ -185,6 +187,47 @@ def training_curves(epochs: Sequence[Any], *, monitor: str | None = None, title:
     return fig
 
 
+def overlaid_curves(series: Mapping[str, Sequence[Any]], *, metric: str) -> go.Figure:
+    """One validation metric per epoch for several runs on one chart.
+
+    Args:
+        series: Run label -> its ``EpochMetricRead`` rows.
+        metric: A validation metric kind (``miou``, ``dice``, ``loss``...).
+    """
+    fig = go.Figure()
+    for label, epochs in series.items():
+        points = [(e.epoch, (e.val or {}).get(metric)) for e in epochs]
+        points = [(x, y) for x, y in points if isinstance(y, (int, float))]
+        fig.add_trace(go.Scatter(x=[x for x, _ in points], y=[y for _, y in points], name=label,
+                                 mode="lines+markers"))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=f"validation {metric}")
+    fig.update_layout(title=f"Validation {metric} per epoch", **{**_LAYOUT, "height": 360})
+    return fig
+
+
+def resource_usage(epochs: Sequence[Any]) -> go.Figure | None:
+    """CPU, memory and (on a GPU) GPU memory and utilisation per epoch; None when no epoch recorded any.
+
+    Args:
+        epochs: ``EpochMetricRead`` rows; their ``resources`` as sampled at each epoch's end.
+    """
+    rows = [(e.epoch, e.resources) for e in epochs if getattr(e, "resources", None)]
+    if not rows:
+        return None
+    xs = [epoch for epoch, _ in rows]
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("utilisation (%; 100 = one CPU core)", "memory (GB)"))
+    series = (("cpu_percent", "CPU", 1), ("gpu_util_percent", "GPU", 1), ("rss_gb", "RAM (process + loaders)", 2),
+              ("gpu_mem_gb", "GPU memory (peak)", 2))
+    for key, name, col in series:
+        ys = [r.get(key) for _, r in rows]
+        if any(y is not None for y in ys):
+            fig.add_trace(go.Scatter(x=xs, y=ys, name=name, mode="lines+markers"), row=1, col=col)
+    fig.update_xaxes(title_text="epoch", tickmode="linear", dtick=max(1, len(xs) // 10))
+    fig.update_layout(title="Resources per epoch", **{**_LAYOUT, "height": 300})
+    return fig
+
+
 def cv_public_scatter(correlation: Any, metric: str) -> go.Figure:
     """Validation score against public score for one metric kind, with the fitted line.
 
@@ -222,14 +265,24 @@ def cv_public_scatter(correlation: Any, metric: str) -> go.Figure:
     return fig
 
 
+# per_class entries that are pixel counts, not 0-1 scores
+_COUNTS = frozenset({"support", "predicted", "tp", "fp", "fn"})
+
+
 def _fmt(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
 
 
 def per_class_metrics(classes: Sequence[str], per_class: Mapping[str, Sequence[float | None]]) -> go.Figure:
-    """Grouped bars of per-class metrics (``{"miou": [...], "dice": [...]}``)."""
+    """Grouped bars of per-class scores (``{"iou": [...], "dice": [...]}``) on a 0-1 axis.
+
+    Counts that ride along in ``per_class`` (``support``: labelled pixels per class) are not scores
+    and are left out; the per-class table shows them.
+    """
     fig = go.Figure()
     for kind, values in per_class.items():
+        if kind in _COUNTS:
+            continue
         fig.add_trace(go.Bar(x=list(classes)[: len(values)], y=list(values), name=kind))
     fig.update_layout(barmode="group", title="Per-class validation metrics", yaxis_range=[0, 1], **_LAYOUT)
     return fig

@@ -6,6 +6,7 @@ directly; the ``*_input`` functions draw widgets.
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,7 @@ __all__ = [
     "parse_tags",
     "parse_values",
     "config_changes",
+    "apply_split",
 ]
 
 # The formats the worker's submission job writes.
@@ -265,3 +267,16 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> pd.DataFra
             rows.append({"field": path, "from": "(absent)" if x is missing else repr(x),
                          "to": "(absent)" if y is missing else repr(y)})
     return pd.DataFrame(rows, columns=["field", "from", "to"])
+
+
+def apply_split(cfg: dict[str, Any], *, n_folds: int, val_fraction: float) -> None:
+    """The form's split into the config: k folds (the fold index is set per run at expansion), a hold-out
+    share, or the config's predefined lists; the split's seed, stratification and group key are kept."""
+    base = copy.deepcopy(cfg["data"].get("split") or {})
+    keep = {k: base[k] for k in ("seed", "stratify", "group_key") if k in base}
+    if n_folds > 1:
+        fold = int(base.get("fold", 0)) if base.get("kind") == "kfold" else 0
+        cfg["data"]["split"] = {"kind": "kfold", "n_folds": n_folds, "fold": min(fold, n_folds - 1),
+                                **keep}
+    elif base.get("kind") != "predefined":
+        cfg["data"]["split"] = {"kind": "holdout", "val_fraction": val_fraction, **keep}

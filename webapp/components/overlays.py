@@ -2,13 +2,17 @@
 
 A multiclass mask (``HxW`` class indices) is coloured per class; a multilabel mask (``CxHxW``
 0/1) blends the colours of every class present at a pixel. Pixels equal to ``ignore_index`` stay
-uncoloured and are hatched grey so that "unlabelled" never reads as background. The palette is
-fixed per class index, so the same class has the same colour on every page.
+uncoloured and are hatched grey so that "unlabelled" never reads as background. The dataset's
+background class (``DatasetRead.background``: declared at registration, or none) is the only class
+left uncoloured and out of the legend; without one, every class is drawn. The palette is fixed per
+class index and holds no grey, so the same class has the same colour on every page and never looks
+like an ignored pixel.
 
 Example:
     >>> import numpy as np
     >>> img = np.zeros((4, 4, 3), np.uint8); mask = np.zeros((4, 4), np.uint8); mask[0, 0] = 1
-    >>> overlay_mask(img, mask, num_classes=2, alpha=1.0)[0, 0].tolist() == list(class_color(1))
+    >>> over = overlay_mask(img, mask, num_classes=2, alpha=1.0, background=0)
+    >>> over[0, 0].tolist() == list(class_color(1, background_index=0))
     True
 """
 
@@ -20,6 +24,8 @@ from collections.abc import Sequence
 import numpy as np
 import streamlit as st
 
+from segcore.palette import IGNORE_COLOUR, default_palette
+
 __all__ = [
     "IGNORE_COLOR",
     "class_color",
@@ -30,29 +36,18 @@ __all__ = [
     "classes_present",
 ]
 
-# Tableau-20 order: well separated, colour-blind friendlier than a rainbow.
-_BASE = [
-    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75),
-    (227, 119, 194), (188, 189, 34), (23, 190, 207), (174, 199, 232), (255, 187, 120), (152, 223, 138),
-    (255, 152, 150), (197, 176, 213), (196, 156, 148), (247, 182, 210), (219, 219, 141), (158, 218, 229),
-    (127, 127, 127), (199, 199, 199),
-]
-IGNORE_COLOR = (128, 128, 128)
+IGNORE_COLOR = IGNORE_COLOUR
 
 
 def class_color(index: int, *, background_index: int | None = None) -> tuple[int, int, int]:
     """The RGB colour of class ``index`` (black for the background class when one is named)."""
-    if background_index is not None and index == background_index:
-        return (0, 0, 0)
-    if index < len(_BASE):
-        return _BASE[index]
-    rng = np.random.default_rng(index)  # beyond 20 classes: stable pseudo-random colours
-    return tuple(int(v) for v in rng.integers(40, 230, size=3))  # type: ignore[return-value]  # size=3: an RGB triple
+    rgb = default_palette(max(index + 1, (background_index or 0) + 1), background=background_index)[index]
+    return (int(rgb[0]), int(rgb[1]), int(rgb[2]))
 
 
-def class_palette(num_classes: int) -> np.ndarray:
-    """``[num_classes, 3]`` uint8 colours, row ``k`` for class ``k``."""
-    return np.array([class_color(k) for k in range(num_classes)], dtype=np.uint8)
+def class_palette(num_classes: int, *, background: int | None = None) -> np.ndarray:
+    """``[num_classes, 3]`` uint8 colours, row ``k`` for class ``k`` (:func:`segcore.palette.default_palette`)."""
+    return default_palette(num_classes, background=background)
 
 
 def _as_rgb(image: np.ndarray) -> np.ndarray:
@@ -73,7 +68,7 @@ def overlay_mask(
     num_classes: int,
     alpha: float = 0.5,
     ignore_index: int | None = 255,
-    skip_background: bool = True,
+    background: int | None = None,
     visible: Sequence[int] | None = None,
 ) -> np.ndarray:
     """Blend class colours over an image.
@@ -84,7 +79,7 @@ def overlay_mask(
         num_classes: Number of classes (the palette size).
         alpha: Opacity of the colours, 0..1.
         ignore_index: Multiclass label of unlabelled pixels; drawn as a grey checker pattern.
-        skip_background: Leave class 0 uncoloured in multiclass masks.
+        background: The dataset's background class, left uncoloured in multiclass masks (None: none).
         visible: Only these class indices are coloured (None: all).
 
     Returns:
@@ -95,7 +90,7 @@ def overlay_mask(
     """
     img = _as_rgb(image).astype(np.float32)
     m = np.asarray(mask)
-    palette = class_palette(num_classes).astype(np.float32)
+    palette = class_palette(num_classes, background=background).astype(np.float32)
     show = np.ones(num_classes, dtype=bool) if visible is None else np.isin(np.arange(num_classes), list(visible))
     if m.ndim == 3:  # multilabel CxHxW
         if m.shape[1:] != img.shape[:2]:
@@ -113,8 +108,8 @@ def overlay_mask(
     valid = (idx >= 0) & (idx < num_classes)
     coloured = valid.copy()
     coloured[valid] = show[idx[valid]]
-    if skip_background:
-        coloured &= idx != 0
+    if background is not None:
+        coloured &= idx != background
     color = np.zeros_like(img)
     color[coloured] = palette[idx[coloured]]
     a = np.where(coloured, alpha, 0.0)[:, :, None]
@@ -141,15 +136,16 @@ def legend_html(
     classes: Sequence[str],
     *,
     present: Sequence[int] | None = None,
-    skip_background: bool = False,
+    background: int | None = None,
     ignore_label: str | None = "unlabelled (ignored)",
 ) -> str:
-    """HTML of coloured swatches with class names (absent classes dimmed when ``present`` is given)."""
+    """HTML of coloured swatches with class names (absent classes dimmed when ``present`` is given);
+    the ``background`` class (never coloured) is left out."""
     items = []
     for k, name in enumerate(classes):
-        if skip_background and k == 0:
+        if background is not None and k == background:
             continue
-        r, g, b = class_color(k)
+        r, g, b = class_color(k, background_index=background)
         dim = present is not None and k not in present
         style = "opacity:0.35;" if dim else ""
         items.append(
@@ -169,7 +165,7 @@ def legend_html(
 
 
 def render_legend(
-    classes: Sequence[str], *, present: Sequence[int] | None = None, skip_background: bool = False
+    classes: Sequence[str], *, present: Sequence[int] | None = None, background: int | None = None
 ) -> None:
     """Draw the class legend (see :func:`legend_html`)."""
-    st.html(legend_html(classes, present=present, skip_background=skip_background))
+    st.html(legend_html(classes, present=present, background=background))

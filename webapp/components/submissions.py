@@ -9,12 +9,14 @@ test store. The page therefore offers the next step that can run now, and says w
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
 from webapp import resources, state
+from webapp.components.downloads import file_picker
 from webapp.components.forms import SUBMISSION_FORMATS, tta_input
 from webapp.components.layout import fmt_time
 from webapp.errors import guard
@@ -128,7 +130,8 @@ def render_submissions(
                            "file": s.file_path or ("(being written)" if not s.status.is_terminal else ""),
                            "public score": s.public_score,
                            "entered by": names.get(s.score_entered_by, "") if s.public_score is not None else "",
-                           "note": s.note, "created": fmt_time(s.created_at)} for s in subs]),
+                           "score note": s.score_note or "", "note": s.note,
+                           "created": fmt_time(s.created_at)} for s in subs]),
             hide_index=True, width="stretch", key=_k(f"{p}.subs"),
             column_config={"public score": st.column_config.NumberColumn(format="%.4f")},
         )
@@ -169,7 +172,8 @@ def render_submissions(
                               key=_k(f"{p}.score_sub.{'-'.join(map(str, ids))}"),
                               format_func=lambda i: f"submission {i}")
         score = st.text_input("Public score", key=_k(f"{p}.score"), placeholder="e.g. 0.8123")
-        note = st.text_input("Note (optional)", key=_k(f"{p}.score_note"))
+        note = st.text_input("Note on the score (optional)", key=_k(f"{p}.score_note"),
+                             help="Kept with the score; the submission's own note stays as it is.")
         if st.form_submit_button("Save score", disabled=not subs):
             with guard("Saving the score") as outcome:
                 if sub_id is None:
@@ -179,3 +183,7 @@ def render_submissions(
             if not outcome.failed:
                 state.flash(f"Public score {saved.public_score:.4f} saved for submission {saved.id}.")
                 st.rerun()
+    written = {f"submission {s.id} ({Path(s.file_path).name})": f"submissions/{s.id}/file" for s in subs
+               if s.file_path}
+    if written:  # the submission files, through the dashboard's one download picker
+        file_picker([], written, key=_k(f"{p}.file"))

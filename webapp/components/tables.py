@@ -59,6 +59,7 @@ def leaderboard_frame(
             "runs": r.n_runs,
             "monitor": r.monitor_metric,
             "val": r.val_score,
+            "validated on": r.validated_on or "",
         }
         for k in METRIC_COLUMNS:
             rec[k] = r.metrics.get(k)
@@ -77,8 +78,9 @@ def leaderboard_frame(
         if inspect:
             rec["inspect"] = page_url("inspect", **{param: r.id})
         records.append(rec)
-    columns = ["kind", "id", "name", "owner", "model", "runs", "monitor", "val", *METRIC_COLUMNS, "mean ± std", "OOF",
-               "public", "gap", "submissions", "public↑ val↓", "flag vs", "lineage", "tags", "detail"]
+    columns = ["kind", "id", "name", "owner", "model", "runs", "monitor", "val", "validated on", *METRIC_COLUMNS,
+               "mean ± std", "OOF", "public", "gap", "submissions", "public↑ val↓", "flag vs", "lineage", "tags",
+               "detail"]
     if inspect:
         columns.append("inspect")
     return pd.DataFrame.from_records(records, columns=columns)

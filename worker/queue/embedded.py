@@ -380,12 +380,13 @@ def run_up(
                 proc = subprocess.Popen(
                     [_python(), "-m", "streamlit", "run", str(app_file), "--server.port", str(port),
                      "--server.address", host, "--server.headless", "true",
-                     "--browser.gatherUsageStats", "false"],
+                     "--browser.gatherUsageStats", "false", "--client.toolbarMode", "minimal"],
                     env=env,
                     start_new_session=True,
                 )
                 shown = "localhost" if host in ("127.0.0.1", "localhost", "::1") else host
-                say(f"web app: http://{shown}:{port} (pid {proc.pid})")
+                say(f"web app: http://{shown}:{port} (pid {proc.pid}); HTTP API for the Python client: "
+                    f"http://{shown}:{port}/api (docs/client.md)")
                 return proc
 
             if settings.accounts_enabled:

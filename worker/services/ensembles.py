@@ -196,6 +196,8 @@ def save_candidate(
     from worker.services import jobs
     from worker.services.candidates import score_candidate
 
+    check_actor(session, actor)
+    access.require_member(session, actor, "create ensembles")  # before any scoring work
     result = score_candidate(session, members=members, method=method, weight_search=weight_search,
                              dataset_root=dataset_root, artifacts=artifacts, actor=actor)
     rows = result["members"]

@@ -84,6 +84,8 @@ def _run_rows(
             Run.id, Run.name, Run.dataset_id, Run.owner_id, Run.arch, Run.encoder, Run.tags, Run.monitor_metric,
             Run.monitor_value, Run.experiment_id, Run.group_id, Run.parent_run_id, Run.pseudo_round_id,
             Run.created_at, PseudoRound.teacher_kind, PseudoRound.teacher_id, pub.c.public, pub.c.n_sub,
+            Run.fold, Run.config["data"]["split"]["kind"].as_string().label("split_kind"),
+            Run.config["data"]["split"]["n_folds"].as_integer().label("split_folds"),
             *metric_cols,
         )
         .outerjoin(pub, pub.c.sid == Run.id)
@@ -113,9 +115,17 @@ def _run_rows(
                 metrics={k: r[k] for k in METRIC_KINDS}, val_score=r["monitor_value"],
                 public_score=r["public"], n_submissions=r["n_sub"] or 0, gap=_gap(r["public"], r["monitor_value"]),
                 experiment_id=r["experiment_id"], group_id=r["group_id"], parent=parent, created_at=r["created_at"],
+                validated_on=_validated_on(r["split_kind"], r["fold"], r["split_folds"]),
             )
         )
     return rows
+
+
+def _validated_on(split_kind: str | None, fold: int | None, n_folds: int | None) -> str:
+    """Which images a run's validation score is on, in words (fold runs see one fold's images only)."""
+    if split_kind == "kfold" and fold is not None:
+        return f"fold {fold + 1} of {n_folds}" if n_folds else f"fold {fold + 1}"
+    return {"predefined": "predefined"}.get(str(split_kind), "hold-out")
 
 
 def _group_rows(
@@ -181,6 +191,7 @@ def _group_rows(
                 oof_score=r["oof_score"], val_score=val, public_score=r["public"], n_submissions=r["n_sub"] or 0,
                 gap=_gap(r["public"], val), experiment_id=r["experiment_id"], group_id=r["id"], parent=parent,
                 created_at=r["created_at"],
+                validated_on="out-of-fold" if r["oof_score"] is not None else "mean of its runs",
             )
         )
     return rows
@@ -223,6 +234,7 @@ def _ensemble_rows(
                 val_score=r["val_score"], public_score=r["public"], n_submissions=r["n_sub"] or 0,
                 gap=_gap(r["public"], r["val_score"]),
                 parent=", ".join(f"{m['kind']}:{m['id']}" for m in members) or None, created_at=r["created_at"],
+                validated_on="members' images",
             )
         )
     return rows
