@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 TORCH_INDEX_URL ?=
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo system-deps bench lint clean
+.PHONY: venv test demo demo-cli system-deps bench lint clean
 
 venv: $(VENV)/.installed
 
@@ -31,8 +31,14 @@ lint: venv
 	$(BIN)/ruff check segcore worker webapp
 	$(BIN)/mypy segcore
 
+# the dashboard on a demo workspace filled while it runs (docs/demo.md); DEMO_ARGS=--reset builds it again
+DEMO_ARGS ?=
 demo: venv
-	bash scripts/demo.sh
+	bash scripts/demo.sh $(DEMO_ARGS)
+
+# the fast recipe trained from the command line
+demo-cli: venv
+	bash scripts/demo.sh cli
 
 bench: venv
 	for f in bench/*.py; do echo "== $$f"; $(BIN)/python $$f || exit 1; done

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: train the fast recipe on Stanford Background (or a synthetic dataset when the shared data
-# is not next to the repository) from the command line, with a progress bar and per-epoch metrics.
+# `make demo`: start the dashboard (`segboard up`, single-user, 127.0.0.1) on a demo workspace in
+# runs/demo-workspace and fill it while it runs: Stanford Background (or a synthetic dataset when the shared
+# data is not next to the repository), a 3-fold baseline, an ablation, an ensemble, a pseudo-label round and
+# submissions (docs/demo.md). Extra arguments (DEMO_ARGS): --reset, --size test, --port N, --no-serve.
+#
+# `make demo-cli` (`scripts/demo.sh cli`): train the fast recipe from the command line instead, with a
+# progress bar and per-epoch metrics.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+if [ "${1:-}" != "cli" ]; then
+    exec "$PY" -m worker.demo "$@"
+fi
 DATA_ROOT="${SEGBOARD_DATA_ROOT:-$(cd .. && pwd)/shared/data}"
 EPOCHS="${DEMO_EPOCHS:-3}"
 OUT="${DEMO_OUT:-runs/demo}"
