@@ -1,6 +1,6 @@
 """Who may do what: the role rules every write in the service layer checks (docs/access.md).
 
-The web app, the CLI and the jobs all reach the database through the service layer,
+The web app, the CLI, the jobs and the HTTP API all reach the database through the service layer,
 so the rules live here once:
 
 - **admin**: members, settings, tokens of anyone, and every run, experiment, dataset and score;
