@@ -163,16 +163,16 @@ def test_paths_inside_the_roots_are_accepted(session, place) -> None:
     (place.root / "ds" / "lists" / "v.txt").write_text("img_0003\n")
     cfg = config(source(str(place.root / "ds"), images="./images", masks=str(place.root / "ds" / "masks")),
                  split={"kind": "predefined", "train": "lists/t.txt", "val": str(place.root / "ds/lists/v.txt")})
-    submit(session, place, cfg)
+    assert submit(session, place, cfg).data.split.kind == "predefined"
     remote = config(source("s3://team-data/ds"))
-    submit(session, place, remote)
+    assert submit(session, place, remote).data.source.root == "s3://team-data/ds"
 
 
 def test_annotations_pseudo_labels_and_weights_are_confined(session, place) -> None:
     coco = {"format": "coco", "root": "ds", "annotations": "../../../../etc/passwd"}
     refused(session, place, config(coco), "data.source.annotations")
     pseudo = str(place.tmp / "art" / "pseudo" / "3")
-    submit(session, place, config(pseudo_labels=[pseudo]))
+    assert submit(session, place, config(pseudo_labels=[pseudo])).data.pseudo_labels
     submit(session, place, config(pseudo_labels=[str(place.root / "ds")]))
     refused(session, place, config(pseudo_labels=[str(place.tmp / "art" / "runs")]), "data.pseudo_labels.0")
     refused(session, place, config(pseudo_labels=["/etc"]), "data.pseudo_labels.0")
