@@ -125,7 +125,7 @@ def _validated_on(split_kind: str | None, fold: int | None, n_folds: int | None)
     """Which images a run's validation score is on, in words (fold runs see one fold's images only)."""
     if split_kind == "kfold" and fold is not None:
         return f"fold {fold + 1} of {n_folds}" if n_folds else f"fold {fold + 1}"
-    return {"predefined": "predefined"}.get(str(split_kind), "hold-out")
+    return "predefined" if split_kind == "predefined" else "hold-out"
 
 
 def _group_rows(
