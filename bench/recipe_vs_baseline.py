@@ -16,7 +16,9 @@ over labelled pixels, label 255 ignored.
 
 Baseline (what a team writes first; no segcore training code, only segcore's file readers): Unet-resnet18 from
 scratch, cross-entropy, Adam 1e-3 with per-step cosine decay to 0, random 256x256 crops (smaller images
-padded: pixels 0, mask ignored) + horizontal flips, batch 8, fp32. The ``baseline`` recipe is the same loop.
+padded: pixels 0, mask ignored) + horizontal flips, batch 8; in the precision the recipe trains in (bf16 autocast +
+channels_last on a CPU with native bf16, else fp32; ``--baseline-precision``), so that precision is not part of the
+difference. The ``baseline`` recipe is the same loop.
 Recipe: ``segcore/recipes/<--recipe>.yaml`` with only its ``data`` section pointed at the dataset (classes,
 source, split), its ``auto`` values resolved for the training split by ``segcore.data.policy`` and trained by
 ``segcore.fit``. fit's own validation sees a single held-out image (validation every ``epochs`` epochs), so its
@@ -25,7 +27,7 @@ checkpoint is the final model and none of its choices see the scored images.
 Usage:
     python bench/recipe_vs_baseline.py --quick --datasets stanford-background   # a first look, minutes
     python bench/recipe_vs_baseline.py                                          # the protocol (hours on a CPU)
-Options: --recipe NAME (default fast; ``--recipe baseline`` checks segcore against the hand loop), --datasets,
+Options: --recipe NAME or a config's YAML path (default fast; ``--recipe baseline`` checks segcore against the hand loop), --datasets,
 --epochs, --seeds, --folds (how many of the 5 folds to run), --max-train/--max-val (subsample), --threads.
 ``--quick`` = 3 epochs, 1 seed, 2 of the 5 folds, at most 64 training and 48 held-out images per run.
 Needs ../shared/data (or SEGBOARD_BENCH_DATA). Runs on the CPU; not part of the test suite.
@@ -49,7 +51,7 @@ import torch
 import torch.nn.functional as F
 
 from segcore.checkpoint import load_checkpoint
-from segcore.config import CocoSource, KFoldSplit, MaskFolderSource, PredefinedSplit, parse_config
+from segcore.config import CocoSource, KFoldSplit, MaskFolderSource, PredefinedSplit, load_config, parse_config
 from segcore.data.formats import SegDataset, open_dataset
 from segcore.data.policy import resolve_data_policy
 from segcore.data.splits import fold_assignment, split_ids
@@ -137,13 +139,15 @@ def _random_crop(image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.
 
 
 def baseline(ds: SegDataset, train_ids: list[str], *, epochs: int, seed: int, batch: int = 8,
-             crop: int = 256) -> torch.nn.Module:
-    """The hand loop; returns the final model."""
+             crop: int = 256, bf16: bool = False) -> torch.nn.Module:
+    """The hand loop; returns the final model. ``bf16``: autocast and channels_last, as a team does on fast hardware."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = [(ds.load_image(i), ds.load_mask(i)) for i in train_ids]
     mean, std = (np.array(v, dtype=np.float32) for v in IMAGENET)
     model = smp.Unet("resnet18", encoder_weights=None, classes=ds.num_classes)
+    fmt = torch.channels_last if bf16 else torch.contiguous_format
+    model = model.to(memory_format=fmt)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     steps = max(1, len(data) // batch)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs * steps)
@@ -156,7 +160,9 @@ def baseline(ds: SegDataset, train_ids: list[str], *, epochs: int, seed: int, ba
             x = np.stack([((im.astype(np.float32) / 255 - mean) / std).transpose(2, 0, 1) for im, _ in pairs])
             y = np.stack([m.astype(np.int64) for _, m in pairs])
             opt.zero_grad(set_to_none=True)
-            loss_fn(model(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                loss = loss_fn(model(torch.from_numpy(x).contiguous(memory_format=fmt)), torch.from_numpy(y))
+            loss.backward()
             opt.step()
             sched.step()
     return model
@@ -168,7 +174,7 @@ def recipe(name: str, bench: Bench, ds: SegDataset, train_ids: list[str], held_o
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "train.txt").write_text("\n".join(train_ids))
     (workdir / "val.txt").write_text(held_out[0])  # fit validates once, on one image: the score is ours
-    cfg = load_recipe(name).to_dict()
+    cfg = (load_config(name) if name.endswith((".yaml", ".yml")) else load_recipe(name)).to_dict()
     cfg["data"].update(source=bench.source.model_dump(mode="json"), classes=bench.classes, fingerprint=None,
                        split=PredefinedSplit(train=str(workdir / "train.txt"), val=str(workdir / "val.txt"))
                        .model_dump(mode="json"))
@@ -209,7 +215,8 @@ def run_bench(bench: Bench, args: argparse.Namespace, tmp: Path) -> dict[str, An
     rows = []
     for label, seed, train, held_out in _runs(bench, ds, args):
         t0 = time.perf_counter()
-        base = score(baseline(ds, train, epochs=args.epochs, seed=seed), ds, held_out, IMAGENET)
+        base = score(baseline(ds, train, epochs=args.epochs, seed=seed, bf16=args.baseline_precision == "bf16"), ds,
+                     held_out, IMAGENET)
         t1 = time.perf_counter()
         model, norm, policy = recipe(args.recipe, bench, ds, train, held_out, epochs=args.epochs, seed=seed,
                                      workdir=tmp / bench.name / label.replace(" ", "-"))
@@ -262,7 +269,7 @@ def _table(results: list[dict[str, Any]], args: argparse.Namespace) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 epochs, 1 seed, 2 folds, <= 64 train / 48 held-out")
-    ap.add_argument("--recipe", default="fast")
+    ap.add_argument("--recipe", default="fast", help="a recipe's name, or the path of a config YAML to try")
     ap.add_argument("--datasets", nargs="+", default=None, help="default: all three")
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=None)
@@ -270,6 +277,9 @@ def main() -> None:
     ap.add_argument("--max-train", type=int, default=None)
     ap.add_argument("--max-val", type=int, default=None)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--baseline-precision", choices=("auto", "bf16", "fp32"), default="auto",
+                    help="auto: bf16 autocast + channels_last where the CPU has native bf16, as the recipe's "
+                         "precision: auto does, so both sides train in the same precision")
     ap.add_argument("--data", default=os.environ.get("SEGBOARD_BENCH_DATA") or str(ROOT.parent / "shared" / "data"))
     args = ap.parse_args()
     defaults = (3, 1, 2, 64, 48) if args.quick else (20, 3, N_FOLDS, None, None)
@@ -277,6 +287,10 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     torch.set_num_threads(args.threads)
+    if args.baseline_precision == "auto":
+        fast = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
+            torch.cpu, "_is_amx_tile_supported", lambda: False)()
+        args.baseline_precision = "bf16" if fast else "fp32"
     benches = _benches(Path(args.data))
     names = args.datasets or list(benches)
     unknown = [n for n in names if n not in benches]

@@ -13,7 +13,7 @@ from worker.db.session import make_engine
 def _check_roundtrip(url: str) -> None:
     assert migrate.current(url) is None
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0007"
+    assert migrate.current(url) == migrate.head() == "0008"
     assert migrate.schema_differences(url) == []
     migrate.check_schema_matches(url)
     engine = make_engine(url)
@@ -57,11 +57,11 @@ def test_an_unmigrated_database_is_reported(sqlite_url):
 def test_upgrade_is_idempotent(sqlite_url):
     migrate.upgrade(sqlite_url)
     migrate.upgrade(sqlite_url)
-    assert migrate.current(sqlite_url) == "0007"
+    assert migrate.current(sqlite_url) == "0008"
 
 
 def _populate_at_0002(url: str) -> None:
-    """Members, a dataset, an experiment, a run owned by a member and an audit event, as 0002 stored them."""
+    """Members, a dataset, three experiments of one name, a run owned by a member and an audit event, as 0002 stored them."""
     migrate.upgrade(url, "0002")
     engine = make_engine(url)
     now = utcnow()
@@ -73,7 +73,9 @@ def _populate_at_0002(url: str) -> None:
                               "created_by, created_at) VALUES (1, 'd', '{}', '[]', 'multiclass', 255, '{}', 2, :t)"),
                       {"t": now})
             c.execute(sa.text("INSERT INTO experiments (id, name, config, owner_id, dataset_id, expansion, priority, "
-                              "tags, note, created_at) VALUES (1, 'x', '{}', 2, 1, '{}', 0, '[]', '', :t)"), {"t": now})
+                              "tags, note, created_at) VALUES (1, 'x', '{}', 2, 1, '{}', 0, '[]', '', :t), "
+                              "(2, 'x', '{}', 2, 1, '{}', 0, '[]', '', :t), (3, 'x', '{}', 2, 1, '{}', 0, '[]', '', :t)"),
+                      {"t": now})
             c.execute(sa.text(
                 "INSERT INTO runs (id, experiment_id, dataset_id, name, config, arch, encoder, seed, monitor_metric, "
                 "tags, owner_id, status, priority, cancel_requested, attempt, lost_count, created_at) VALUES "
@@ -88,7 +90,7 @@ def _populate_at_0002(url: str) -> None:
 def _check_upgrade_from_0002(url: str) -> None:
     _populate_at_0002(url)
     migrate.upgrade(url)
-    assert migrate.current(url) == migrate.head() == "0007"
+    assert migrate.current(url) == migrate.head() == "0008"
     assert migrate.schema_differences(url) == []
     engine = make_engine(url)
     try:
@@ -99,7 +101,10 @@ def _check_upgrade_from_0002(url: str) -> None:
                                                    (2, "bob", None, "member", None, None, None)]
             # the members table was not copied: rows that refer to members kept their owner
             assert c.execute(sa.text("SELECT owner_id FROM runs")).scalar_one() == 2
-            assert c.execute(sa.text("SELECT owner_id, dataset_id FROM experiments")).one() == (2, 1)
+            assert c.execute(sa.text("SELECT owner_id, dataset_id FROM experiments WHERE id = 1")).one() == (2, 1)
+            # 0008: the oldest of the duplicates keeps its name, the others are told apart by id
+            names = c.execute(sa.text("SELECT name FROM experiments ORDER BY id")).scalars().all()
+            assert names == ["x", "x #2", "x #3"]
             assert c.execute(sa.text("SELECT created_by FROM datasets")).scalar_one() == 2
             assert c.execute(sa.text("SELECT actor_id FROM audit_events")).scalar_one() == 2
             for table in ("login_sessions", "api_tokens", "uploads"):

@@ -173,3 +173,24 @@ def test_delete_an_experiment_with_everything_below_it(any_session, actor, confi
     assert runs.get_run(any_session, run_id=keep.run_ids[0]).status is RunStatus.QUEUED
     event = any_session.scalars(sa.select(AuditEvent).where(AuditEvent.action == "experiment.delete")).one()
     assert event.detail["run_ids"] == gone.run_ids
+
+
+def test_a_taken_name_is_refused_with_a_free_one_and_a_default_name_is_numbered(any_session, actor, config_dict):
+    first = experiments.create_experiment(any_session, actor=actor, name="unet-r18", config=config_dict)
+    before = _counts(any_session)
+    with pytest.raises(Conflict, match=r"'unet-r18' exists already; choose another name, e.g. 'unet-r18-2'"):
+        experiments.create_experiment(any_session, actor=actor, name=" unet-r18 ", config=config_dict)
+    assert _counts(any_session) == before
+    # no name given: the config's name, numbered past the taken ones
+    config_dict["name"] = "unet-r18"
+    second = experiments.create_experiment(any_session, actor=actor, config=config_dict)
+    third = experiments.create_experiment(any_session, actor=actor, config=config_dict)
+    assert (first.name, second.name, third.name) == ("unet-r18", "unet-r18-2", "unet-r18-3")
+    assert any_session.get(Run, second.run_ids[0]).name.startswith("unet-r18-2")
+
+
+def test_the_database_holds_experiment_names_unique(any_session, actor, config_dict):
+    experiments.create_experiment(any_session, actor=actor, name="cv", config=config_dict)
+    any_session.add(Experiment(name="cv", config={}, expansion={}))
+    with pytest.raises(sa.exc.IntegrityError):
+        any_session.flush()

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from segcore.data.synthetic import make_synthetic_coco
 from worker.db.base import utcnow
-from worker.db.models import AuditEvent, Dataset, EpochMetric, LogLevel, Run, RunLog, RunStatus, WorkerNode
+from worker.db.models import AuditEvent, Dataset, EpochMetric, LogLevel, Run, RunGroup, RunLog, RunStatus, WorkerNode
 from worker.errors import Conflict, InvalidInput, NotFound
 from worker.services import (
     audit,
@@ -311,6 +311,42 @@ def test_pseudo_rounds_students_and_lineage(any_session, cv, config_dict, seed):
     with pytest.raises(NotFound, match="ensemble 5"):
         pseudo.create_pseudo_round(any_session, actor=me, name="x", teacher_kind="ensemble", teacher_id=5)
 
+
+
+def test_a_student_is_compared_with_its_teacher_only_on_the_teachers_images(any_session, cv, config_dict, seed):
+    me, exp = cv  # 2 folds x 2 seeds
+    teacher = exp.run_ids[0]  # fold 0
+    produced = seed.add_dataset(any_session, name="pseudo")
+
+    def round_of(name: str, kind: str, teacher_id: int) -> int:
+        rnd = pseudo.create_pseudo_round(any_session, actor=me, name=name, teacher_kind=kind, teacher_id=teacher_id)
+        pseudo.set_pseudo_round_result(any_session, actor=me, round_id=rnd.id, status="succeeded", dataset_id=produced)
+        return rnd.id
+
+    def seen(round_id: int) -> tuple:
+        r = pseudo.get_pseudo_round(any_session, round_id=round_id)
+        return r.best_student_val, r.student_validated_on, r.teacher_validated_on, r.comparable_with_teacher
+
+    # a hold-out student of a fold run: other images, not comparable
+    r1 = round_of("holdout", "run", teacher)
+    student = experiments.create_experiment(any_session, actor=me, name="s1", config=config_dict,
+                                            pseudo_round_id=r1).run_ids[0]
+    seed.finish(any_session, student, seed.metrics(0.9))
+    assert seen(r1) == (pytest.approx(0.9), "hold-out", "fold 1 of 2", False)
+    # a student with the teacher's folds is compared at the teacher's fold, even when another fold scores higher
+    r2 = round_of("kfold", "run", teacher)
+    fold0, fold1 = experiments.create_experiment(any_session, actor=me, name="s2", config=config_dict, n_folds=2,
+                                                 pseudo_round_id=r2).run_ids
+    seed.finish(any_session, fold0, seed.metrics(0.75))
+    seed.finish(any_session, fold1, seed.metrics(0.95))
+    assert seen(r2) == (pytest.approx(0.75), "fold 1 of 2", "fold 1 of 2", True)
+    # a group teacher: the student groups' out-of-fold score, on the same folds
+    r3 = round_of("group", "group", exp.groups[0].id)
+    students = experiments.create_experiment(any_session, actor=me, name="s3", config=config_dict, n_folds=2,
+                                             pseudo_round_id=r3)
+    any_session.get(RunGroup, students.groups[0].id).oof_score = 0.81
+    any_session.flush()
+    assert seen(r3) == (pytest.approx(0.81), "out-of-fold (2 folds)", "out-of-fold (2 folds)", True)
 
 # ------------------------------------------------------------------ workers, jobs, audit
 

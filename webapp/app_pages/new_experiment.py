@@ -37,7 +37,7 @@ from webapp.components.grid_axes import GRID_AXES, grid_editor, grid_values
 from webapp.components.layout import empty_state, page_header
 from webapp.components.overlays import overlay_mask, render_legend
 from webapp.errors import guard
-from worker.errors import ConfigError
+from worker.errors import ConfigError, Conflict
 from worker.services import recipes as recipe_svc, weights as weights_service
 
 __all__ = ["render", "GRID_AXES", "grid_values", "base_config"]
@@ -396,6 +396,9 @@ def _submit(ds: Any, cfg: dict[str, Any], exp: dict[str, Any], slots: dict[str, 
         except ConfigError as exc:  # a grid value or a fold made a run config invalid: show it at its field
             _show_errors(slots, field_errors(exc))
             raise
+        except Conflict as exc:  # the name is taken: say so at the field, with a free one
+            _show_errors(slots, {"name": str(exc)})
+            return
     if outcome.failed:
         return
     draft = _draft()

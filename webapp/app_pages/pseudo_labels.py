@@ -146,7 +146,8 @@ def _students(rounds: list) -> None:
                               format_func=lambda i: f"{i}: {by_id[i].name}")
     base_run = c[1].number_input("Config of run", min_value=1, step=1, value=None, key=_k("student_base"),
                                  help="The student trains with this run's config on original + pseudo data.")
-    n_folds = int(c[2].number_input("k folds", min_value=1, max_value=20, value=1, key=_k("student_folds")))
+    n_folds = int(c[2].number_input("k folds", min_value=1, max_value=20, value=1, key=_k("student_folds"),
+                                    help="The teacher's k (of a fold run or group) keeps the scores comparable."))
     seeds = int(c[3].number_input("Seeds", min_value=1, max_value=10, value=1, key=_k("student_seeds")))
     if not st.button("Start student runs", key=_k("student_go"), disabled=base_run is None):
         return
@@ -158,8 +159,11 @@ def _students(rounds: list) -> None:
         cfg["name"] = f"{cfg.get('name', base.name)}-student-r{rnd.id}"
         cfg.setdefault("data", {})["pseudo_labels"] = [pseudo_ds.source["root"]]
         cfg["data"].pop("fingerprint", None)
-        if (cfg["data"].get("split") or {}).get("kind") == "kfold":
+        split = cfg["data"].get("split") or {}
+        if split.get("kind") == "kfold" and n_folds < 2:  # one student run: a hold-out, not one fold of k
             cfg["data"]["split"] = {"kind": "holdout"}
+        elif split.get("kind") == "kfold":
+            cfg["data"]["split"] = {**split, "n_folds": n_folds, "fold": 0}
         created, problem = resources.submit(
             experiments.create_experiment, name=cfg["name"], config=cfg, n_folds=n_folds, seeds=list(range(seeds)),
             dataset_id=base.dataset_id, parent_run_id=base.id, pseudo_round_id=rnd.id,
@@ -182,7 +186,8 @@ def _lineage(rounds: list, names: dict) -> None:
         {"round": r.id, "name": r.name, "teacher": f"{r.teacher_kind.value} {r.teacher_id}",
          "after round": r.parent_round_id or "", "status": r.status.value,
          "images kept": (r.report or {}).get("kept"), "students": len(r.student_run_ids),
-         "best student val": r.best_student_val, "best student public": r.best_student_public,
+         "best student val": r.best_student_val, "student validated on": r.student_validated_on or "",
+         "teacher validated on": r.teacher_validated_on or "", "best student public": r.best_student_public,
          "by": names.get(r.created_by, "?"), "created": fmt_time(r.created_at)}
         for r in rounds
     ])
@@ -192,7 +197,13 @@ def _lineage(rounds: list, names: dict) -> None:
     for r in rounds:
         if r.error_message:
             st.error(f"Round {r.id} ({r.name}) {r.status.value}: {r.error_message}")
-    # one line per chain of rounds, each round's scores in order
+    apart = [r for r in rounds if r.best_student_val is not None and not r.comparable_with_teacher]
+    if apart:
+        st.warning("Validated on other images than their teacher, so their validation score is not drawn on the "
+                   "line with the teacher's: " + "; ".join(
+                       f"round {r.id} (student: {r.student_validated_on}; teacher: {r.teacher_validated_on})"
+                       for r in apart) + ". Give the student the teacher's split (k folds of a fold group) to compare.")
+    # one line per chain of rounds, each round's scores in order; validation only where on the teacher's images
     fig = go.Figure()
     heads = [r for r in rounds if not any(o.parent_round_id == r.id for o in rounds)]
     for head in heads:
@@ -203,8 +214,8 @@ def _lineage(rounds: list, names: dict) -> None:
             cur = by_id.get(cur.parent_round_id) if cur.parent_round_id else None
         chain.reverse()
         labels = [f"round {r.id}" for r in chain]
-        fig.add_trace(go.Scatter(x=labels, y=[r.best_student_val for r in chain], mode="lines+markers",
-                                 name=f"val ({chain[0].name})"))
+        fig.add_trace(go.Scatter(x=labels, y=[r.best_student_val if r.comparable_with_teacher else None
+                                              for r in chain], mode="lines+markers", name=f"val ({chain[0].name})"))
         fig.add_trace(go.Scatter(x=labels, y=[r.best_student_public for r in chain], mode="lines+markers",
                                  name=f"public ({chain[0].name})", line={"dash": "dash"}))
     fig.update_layout(title="Best student per round: validation and public",

@@ -209,7 +209,7 @@ class Experiment(Base):
     __tablename__ = "experiments"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    name: Mapped[str] = mapped_column(sa.String(200))
+    name: Mapped[str] = mapped_column(sa.String(200), unique=True, index=True)
     config: Mapped[dict[str, Any]]
     owner_id: Mapped[int | None] = mapped_column(_fk("members.id", ondelete="SET NULL"), index=True)
     dataset_id: Mapped[int | None] = mapped_column(_fk("datasets.id", ondelete="SET NULL"), index=True)

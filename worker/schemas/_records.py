@@ -427,8 +427,14 @@ class PseudoRoundRead(_Read):
     created_by: int | None
     created_at: dt.datetime
     student_run_ids: list[int] = Field(default_factory=list)
-    best_student_val: float | None = None
+    best_student_val: float | None = Field(default=None, description=(
+        "The best student's validation score at the teacher's level: its groups' out-of-fold score when the "
+        "teacher is a group, else its best run's."))
     best_student_public: float | None = None
+    student_validated_on: str | None = Field(default=None, description="The images best_student_val is on.")
+    teacher_validated_on: str | None = Field(default=None, description="The images the teacher's score is on.")
+    comparable_with_teacher: bool = Field(default=False, description=(
+        "True when best_student_val is on the teacher's validation images, so the two may be compared."))
 
 
 # ------------------------------------------------------------------ workers, jobs, audit

@@ -39,6 +39,7 @@ from worker.services.confinement import DataRoots
 from worker.services.groups import group_reads
 
 __all__ = [
+    "unique_name",
     "create_experiment",
     "get_experiment",
     "list_experiments",
@@ -204,6 +205,27 @@ def plan_expansion(
                          max_runs=MAX_RUNS_PER_EXPERIMENT, problem=problem)
 
 
+def unique_name(session: Session, name: str, *, taken_is_error: bool) -> str:
+    """``name`` when no experiment has it; else a Conflict (``taken_is_error``) or the first free ``name-2``, ``-3``...
+
+    Example:
+        >>> unique_name(session, "fast", taken_is_error=False)  # doctest: +SKIP
+        'fast-2'
+    """
+    if session.scalar(sa.select(Experiment.id).where(Experiment.name == name)) is None:
+        return name
+    base = name[:190]
+    taken = set(session.scalars(sa.select(Experiment.name).where(Experiment.name.startswith(f"{base}-",
+                                                                                             autoescape=True))))
+    k = 2
+    while f"{base}-{k}" in taken:
+        k += 1
+    free = f"{base}-{k}"
+    if taken_is_error:
+        raise Conflict(f"an experiment named {name!r} exists already; choose another name, e.g. {free!r}")
+    return free
+
+
 def create_experiment(
     session: Session,
     *,
@@ -228,7 +250,7 @@ def create_experiment(
 
     Args:
         actor: The acting member (the runs' owner).
-        name: The experiment's name; default the config's ``name``.
+        name: The experiment's name, unique; default the config's ``name``, numbered (``fast-2``) when taken.
         config: An ``ExperimentConfig``, its dict, or YAML/JSON text.
         n_folds: 1, or k for k-fold cross-validation (one run per fold).
         seeds: One run per seed (per fold).
@@ -248,6 +270,7 @@ def create_experiment(
             (an ``InvalidFields`` lists every field the submit-time check refused).
         InvalidInput: other arguments are malformed.
         NotFound: the actor, dataset, parent run or pseudo round does not exist.
+        Conflict: ``name`` was given and another experiment has it.
     """
     check_actor(session, actor)
     access.require_member(session, actor, "queue experiments")
@@ -262,10 +285,11 @@ def create_experiment(
     check_priority(priority)
     access.check_priority_allowed(session, actor, priority)
     tags = clean_tags(list(cfg.tags) + clean_tags(tags))
+    named = name is not None
     name = (name if name is not None else cfg.name).strip()
     if not name:
         raise InvalidInput("an experiment needs a name; type one")
-    name = check_name(name, what="an experiment's name")
+    name = unique_name(session, check_name(name, what="an experiment's name"), taken_is_error=named)
     dataset = None
     if dataset_id is not None:
         dataset = get_or_raise(session, Dataset, dataset_id, "dataset", "register the dataset first")
@@ -310,7 +334,10 @@ def create_experiment(
         note=note or "",
     )
     session.add(exp)
-    session.flush()
+    try:
+        session.flush()
+    except sa.exc.IntegrityError:  # another submit took the name since the check above
+        raise Conflict(f"an experiment named {name!r} was created meanwhile; choose another name") from None
     monitor = cfg.evaluation.monitor
     groups: list[RunGroup] = []
     runs: list[Run] = []

@@ -33,7 +33,7 @@ from worker.services._common import json_array_contains
 from worker.services.groups import sample_std
 from worker.services.public_scores import source_key
 
-__all__ = ["SORT_KEYS", "leaderboard"]
+__all__ = ["SORT_KEYS", "leaderboard", "validated_on"]
 
 SORT_KEYS: tuple[str, ...] = ("val", *METRIC_KINDS, "public", "gap", "created_at")
 _ALL_KINDS = tuple(k.value for k in RowKind)
@@ -115,13 +115,13 @@ def _run_rows(
                 metrics={k: r[k] for k in METRIC_KINDS}, val_score=r["monitor_value"],
                 public_score=r["public"], n_submissions=r["n_sub"] or 0, gap=_gap(r["public"], r["monitor_value"]),
                 experiment_id=r["experiment_id"], group_id=r["group_id"], parent=parent, created_at=r["created_at"],
-                validated_on=_validated_on(r["split_kind"], r["fold"], r["split_folds"]),
+                validated_on=validated_on(r["split_kind"], r["fold"], r["split_folds"]),
             )
         )
     return rows
 
 
-def _validated_on(split_kind: str | None, fold: int | None, n_folds: int | None) -> str:
+def validated_on(split_kind: str | None, fold: int | None, n_folds: int | None) -> str:
     """Which images a run's validation score is on, in words (fold runs see one fold's images only)."""
     if split_kind == "kfold" and fold is not None:
         return f"fold {fold + 1} of {n_folds}" if n_folds else f"fold {fold + 1}"

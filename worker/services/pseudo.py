@@ -11,13 +11,14 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from worker.db.models import Dataset, PseudoRound, Run, RunStatus, SourceKind, Submission
+from worker.db.models import Dataset, PseudoRound, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.errors import InvalidInput
 from worker.schemas import PseudoParams, PseudoRoundRead
 from worker.services import access
 from worker.services._common import check_actor, check_name, get_or_raise
 from worker.services.audit import record_event
 from worker.services.ensembles import source_dataset_id
+from worker.services.leaderboard import validated_on
 
 __all__ = ["create_pseudo_round", "set_pseudo_round_result", "get_pseudo_round", "list_pseudo_rounds", "lineage"]
 
@@ -112,20 +113,68 @@ def set_pseudo_round_result(
     return _reads(session, [rnd])[0]
 
 
+def _split(config: dict[str, Any] | None) -> dict[str, Any]:
+    return dict(((config or {}).get("data") or {}).get("split") or {"kind": "holdout"})
+
+
+def _run_images(config: dict[str, Any] | None, fold: int | None) -> tuple[str, str]:
+    """``(key, words)``: which images a run's validation score is on; equal keys mean the same images."""
+    split = _split(config)
+    words = validated_on(split.get("kind"), fold, split.get("n_folds"))
+    return repr(sorted(split.items())), words
+
+
+def _group_images(configs: list[dict[str, Any]]) -> tuple[str, str]:
+    """``(key, words)`` of a group's out-of-fold score: every image of its folds, whatever its fold."""
+    split = _split(configs[0] if configs else None)
+    split.pop("fold", None)
+    if split.get("kind") != "kfold":
+        return repr(sorted(split.items())), "mean of its runs"
+    return "oof:" + repr(sorted(split.items())), f"out-of-fold ({split.get('n_folds')} folds)"
+
+
+def _teacher_images(session: Session, rnd: PseudoRound) -> tuple[str | None, str]:
+    if rnd.teacher_kind is SourceKind.RUN:
+        run = session.get(Run, rnd.teacher_id)
+        return _run_images(run.config, run.fold) if run is not None else (None, "unknown (the run was deleted)")
+    if rnd.teacher_kind is SourceKind.GROUP:
+        configs = list(session.scalars(sa.select(Run.config).where(Run.group_id == rnd.teacher_id).limit(1)))
+        return _group_images(configs)
+    return None, "its members' images"
+
+
+def _best_student(session: Session, rnd: PseudoRound, teacher_key: str | None) -> tuple[float | None, str | None,
+                                                                                        bool]:
+    """The best student score at the teacher's level (group OOF against a group, a run against a run), the
+    images it is on, and whether they are the teacher's (then the two compare). Scores on the teacher's
+    images are preferred: a k-fold student is compared at the teacher's fold."""
+    found: list[tuple[float, str, str]] = []
+    if rnd.teacher_kind is SourceKind.GROUP:
+        for score, first_run in session.execute(
+                sa.select(RunGroup.oof_score, sa.func.min(Run.id)).join(Run, Run.group_id == RunGroup.id)
+                .where(Run.pseudo_round_id == rnd.id, RunGroup.oof_score.is_not(None)).group_by(RunGroup.id)):
+            found.append((score, *_group_images([session.get(Run, first_run).config])))
+    if not found:  # a run teacher, an ensemble teacher, or student groups without an out-of-fold score yet
+        for config, fold, value in session.execute(
+                sa.select(Run.config, Run.fold, Run.monitor_value)
+                .where(Run.pseudo_round_id == rnd.id, Run.monitor_value.is_not(None))):
+            found.append((value, *_run_images(config, fold)))
+    if not found:
+        return None, None, False
+    same = [f for f in found if teacher_key is not None and f[1] == teacher_key]
+    best = max(same or found, key=lambda f: f[0])
+    return best[0], best[2], bool(same)
+
+
 def _reads(session: Session, rounds: list[PseudoRound]) -> list[PseudoRoundRead]:
     ids = [r.id for r in rounds]
     students: dict[int, list[int]] = {i: [] for i in ids}
-    best_val: dict[int, float] = {}
     best_pub: dict[int, float] = {}
     if ids:
-        for rid, run_id, value in session.execute(
-            sa.select(Run.pseudo_round_id, Run.id, Run.monitor_value)
-            .where(Run.pseudo_round_id.in_(ids))
-            .order_by(Run.id)
+        for rid, run_id in session.execute(
+            sa.select(Run.pseudo_round_id, Run.id).where(Run.pseudo_round_id.in_(ids)).order_by(Run.id)
         ):
             students[rid].append(run_id)
-            if value is not None and value > best_val.get(rid, float("-inf")):
-                best_val[rid] = value
         for rid, public in session.execute(
             sa.select(Run.pseudo_round_id, sa.func.max(Submission.public_score))
             .join(Submission, Submission.run_id == Run.id)
@@ -137,8 +186,11 @@ def _reads(session: Session, rounds: list[PseudoRound]) -> list[PseudoRoundRead]
     out = []
     for r in rounds:
         data = {c: getattr(r, c) for c in PseudoRoundRead.model_fields if hasattr(r, c)}
-        data.update(student_run_ids=students[r.id], best_student_val=best_val.get(r.id),
-                    best_student_public=best_pub.get(r.id))
+        teacher_key, teacher_words = _teacher_images(session, r)
+        val, val_words, comparable = _best_student(session, r, teacher_key)
+        data.update(student_run_ids=students[r.id], best_student_val=val, best_student_public=best_pub.get(r.id),
+                    student_validated_on=val_words, teacher_validated_on=teacher_words,
+                    comparable_with_teacher=comparable)
         out.append(PseudoRoundRead.model_validate(data))
     return out
 
