@@ -73,7 +73,7 @@ def _run(session, source: Any, *, val_store: str | None, status: RunStatus = Run
          split: dict[str, Any] | None = None, n_folds: int = 1, seeds: tuple[int, ...] = (0,)) -> list[int]:
     from worker.services import experiments
 
-    exp = experiments.create_experiment(session, actor=None, name="e", config=_config(source, split), n_folds=n_folds,
+    exp = experiments.create_experiment(session, actor=None, config=_config(source, split), n_folds=n_folds,
                                         seeds=seeds)
     for rid in exp.run_ids:
         run = session.get(Run, rid)
