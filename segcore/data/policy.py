@@ -4,16 +4,18 @@ The rules, which ``docs/recipes.md`` states too:
 
 - **Training crop** (``data.crop_size: auto``): a square of side
 
-  ``s = floor_m(min(clamp(median_short / 2, 128, 512), ceil_m(median_short)))``, at least ``m``,
+  ``s = floor_m(min(clamp(0.75 * median_short, 256, 512), ceil_m(median_short)))``, at least ``m``,
 
   where ``median_short`` is the median over the training images of ``min(height, width)`` (after
   ``data.image_size``, when set), ``m`` the model's input multiple
   (:func:`segcore.models.model_input_multiple`, 32 for most models), and ``floor_m`` / ``ceil_m`` round
-  down / up to a multiple of ``m``. Half the short side keeps most of an image's context while leaving
-  room for the crop to move, which is what makes crops an augmentation; the clamp bounds the cost
-  (512) and the context (128); the cap stops images smaller than 128 px from being mostly padding.
-  Images smaller than the crop are padded (pixels 0, mask ``ignore_index``, as in
-  :mod:`segcore.data.transforms`), so mixed sizes batch. Validation and prediction stay at full resolution.
+  down / up to a multiple of ``m``. Three quarters of the short side keep most of an image's context
+  while leaving the crop room to move, which is what makes crops an augmentation; the floor of 256 px
+  keeps enough context for scene classes (road, grass, sky need it: 128-px crops of 240x320 photos lost
+  them), the ceiling of 512 bounds the cost; the cap stops small images from being mostly padding
+  (images of at most 256 px are trained whole). Images smaller than the crop are padded (pixels 0,
+  mask ``ignore_index``, as in :mod:`segcore.data.transforms`), so mixed sizes batch. Validation and
+  prediction stay at full resolution.
 - **Class weights** (``data.rare_class_crop.class_weights: auto`` and ``weighted_ce``'s ``weights: auto``):
   inverse-sqrt pixel frequency over the training split,
   ``w_c = share_c ** -0.5``, capped at 10 times the smallest weight and normalised to mean 1
@@ -24,7 +26,7 @@ The rules, which ``docs/recipes.md`` states too:
 Example:
     >>> cfg, policy = resolve_data_policy(cfg, dataset, train_ids)  # doctest: +SKIP
     >>> policy.crop_size, policy.crop_rule  # doctest: +SKIP
-    ((128, 128), 'auto: median short side 240 px / 2 = 120, clamped to [128, 512], multiple of 32 -> 128x128')
+    ((256, 256), 'auto: median short side 240 px x 0.75, clamped to [256, 512], at most the short side, multiple of 32 -> 256x256')
 """
 
 from __future__ import annotations
@@ -55,8 +57,8 @@ __all__ = [
     "require_resolved",
 ]
 
-CROP_FRACTION = 0.5
-CROP_MIN, CROP_MAX = 128, 512
+CROP_FRACTION = 0.75
+CROP_MIN, CROP_MAX = 256, 512
 WEIGHT_POWER = 0.5
 WEIGHT_MAX_RATIO = 10.0
 
@@ -86,9 +88,9 @@ def auto_crop_side(short_sides: Sequence[int], multiple: int) -> int:
 
     Example:
         >>> auto_crop_side([240] * 5 + [213, 320], 32)
-        128
-        >>> auto_crop_side([512] * 30, 32)
         256
+        >>> auto_crop_side([512] * 30, 32)
+        384
     """
     if not short_sides:
         raise DatasetError("the 'auto' crop needs at least one training image")

@@ -53,16 +53,17 @@ def _stanford_like() -> list[tuple[int, int]]:
 @pytest.mark.parametrize(
     ("sizes", "multiple", "side"),
     [
-        ([(512, 512)] * 30, 32, 256),                 # uniform (ISBI): half the side
-        ([(600, 800)] * 18, 32, 288),                 # uniform landscape: half the short side, 300 -> 288
-        ([(360, 480)] * 10, 32, 160),                 # 180 rounded down to the multiple
-        (_stanford_like(), 32, 128),                  # mixed 137..320 px: median short side 240 -> 120 -> 128
-        ([(100, 90)] * 5, 32, 96),                    # smaller than the clamp: at most the short side, rounded up
+        ([(512, 512)] * 30, 32, 384),                 # uniform (ISBI): three quarters of the side
+        ([(600, 800)] * 18, 32, 448),                 # uniform landscape: 0.75 x 600 = 450 -> 448
+        ([(360, 480)] * 10, 32, 256),                 # 270 rounded down to the multiple
+        (_stanford_like(), 32, 256),                  # mixed 137..320 px: median short side 240 -> 180 -> 256
+        ([(300, 400)] * 6, 32, 256),                  # 225: raised to the floor of 256
+        ([(100, 90)] * 5, 32, 96),                    # smaller than the floor: at most the short side, rounded up
         ([(64, 64)] * 4, 32, 64),                     # tiny: the whole image
         ([(20, 30)] * 4, 32, 32),                     # tinier than the multiple: one multiple, padded
         ([(4000, 6000)] * 3, 32, 512),                # huge: clamped to 512
-        ([(600, 800)] * 18, 128, 256),                # a model needing multiples of 128 (PAN)
-        ([(200, 200), (300, 300), (1000, 1000)], 32, 150 // 32 * 32),  # the median, not the mean
+        ([(600, 800)] * 18, 128, 384),                # a model needing multiples of 128 (PAN)
+        ([(200, 200), (400, 400), (1000, 1000)], 32, 288),  # the median (400 -> 300 -> 288), not the mean
     ],
 )
 def test_auto_crop_side_follows_the_rule(sizes, multiple, side) -> None:
@@ -73,20 +74,20 @@ def test_auto_crop_side_follows_the_rule(sizes, multiple, side) -> None:
 def test_a_form_can_preview_the_crop_from_stored_statistics() -> None:
     sizes = short_sides_from_histogram({"320x240": 531, "213x320": 90, "300x137": 94})
     assert len(sizes) == 715 and sizes.count(240) == 531 and sizes.count(137) == 94
-    assert auto_crop_side(sizes, 32) == 128
+    assert auto_crop_side(sizes, 32) == 256
 
 
 def test_resolve_crop_size_reads_the_training_images_only() -> None:
     ds = _Sizes([(512, 512)] * 3 + [(2000, 2000)] * 4)
     cfg = _config(crop_size="auto")
-    assert resolve_crop_size(cfg, ds, ds.ids[:3], multiple=32) == (256, 256)
+    assert resolve_crop_size(cfg, ds, ds.ids[:3], multiple=32) == (384, 384)
     assert resolve_crop_size(cfg, ds, ds.ids, multiple=32) == (512, 512)
 
 
 def test_resolve_crop_size_after_resize_uses_image_size() -> None:
     ds = _Sizes([(2000, 3000)] * 3)
-    cfg = _config(crop_size="auto", image_size=[320, 480])
-    assert resolve_crop_size(cfg, ds, ds.ids, multiple=32) == (160, 160)
+    cfg = _config(crop_size="auto", image_size=[480, 640])
+    assert resolve_crop_size(cfg, ds, ds.ids, multiple=32) == (352, 352)  # 0.75 x 480 = 360, not 0.75 x 2000
 
 
 def test_explicit_and_missing_crop_sizes_are_kept() -> None:
@@ -98,7 +99,7 @@ def test_explicit_and_missing_crop_sizes_are_kept() -> None:
 def test_model_input_multiple_is_used_by_default() -> None:
     ds = _Sizes([(600, 800)] * 3)
     cfg = _config(crop_size="auto").model_copy(update={"model": _config().model.model_copy(update={"arch": "PAN"})})
-    assert resolve_crop_size(cfg, ds, ds.ids) == (256, 256)  # PAN: multiples of 128
+    assert resolve_crop_size(cfg, ds, ds.ids) == (384, 384)  # PAN: multiples of 128 (450 -> 384, not 448)
 
 
 def test_images_smaller_than_the_crop_are_padded_and_ignored() -> None:
@@ -163,7 +164,7 @@ def test_resolve_data_policy_replaces_every_auto(rare_folder) -> None:
     })
     resolved, policy = resolve_data_policy(cfg, ds, ds.ids[:4])
     expected = auto_class_weights(pixel_shares(ds, ds.ids[:4]))
-    assert resolved.data.crop_size == (64, 64)  # median short side 64: the 128 floor is capped by the image
+    assert resolved.data.crop_size == (64, 64)  # median short side 64: the 256 floor is capped by the image
     assert resolved.data.rare_class_crop.class_weights == pytest.approx(expected)
     assert resolved.loss.terms[0].params["weights"] == pytest.approx(expected)
     assert policy.crop_size == (64, 64) and policy.crop_auto and policy.median_short_side == 64

@@ -253,7 +253,9 @@ def test_a_recipe_loads_into_the_form_for_the_picked_dataset(seeded, ui, publish
     next(s for s in at.selectbox if s.label == "Start from a recipe").set_value("fast").run()
     ui.no_exceptions(at)
     assert next(t for t in at.text_input if t.label == "Name").value == "tiny-fast"
-    assert _num(at, "Image height").value == 128 and _num(at, "Image width").value == 160
+    # trained on crops sized from the data, validated at full resolution
+    assert next(s for s in at.selectbox if s.label == "Training crop").value == "auto"
+    assert _num(at, "Image height").value == 0 and _num(at, "Image width").value == 0
     assert next(s for s in at.selectbox if s.label == "Pipeline preset").value == "flips"
     _btn(at, "Queue").click().run()
     ui.no_exceptions(at)

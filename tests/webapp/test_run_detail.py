@@ -164,7 +164,7 @@ def test_run_page_shows_the_data_policy_when_the_run_has_one(seeded, ui, tmp_pat
     at = ui.open_page("run_detail", actor=seeded["ada"], run=run_id)
     ui.no_exceptions(at)  # a folder without data_policy.json (a run from before): still no section
     assert not _policy_markdown(at)
-    rule = ("auto: median short side 64 px x 0.5, clamped to [128, 512], at most the short side, multiple of 32 "
+    rule = ("auto: median short side 64 px x 0.75, clamped to [256, 512], at most the short side, multiple of 32 "
             "-> 64x64")
     policy = DataPolicy(crop_size=(64, 64), crop_auto=True, crop_rule=rule, median_short_side=64.0,
                         num_train_images=9, class_shares=[0.7, 0.2, 0.08, 0.02],

@@ -32,19 +32,21 @@ def dataset_id(session, seed) -> int:
 
 def test_preview_crop_auto_from_the_registration_report(session, dataset_id, config_dict):
     text = datasets.preview_crop(session, dataset_id=dataset_id, config=_cfg(config_dict, crop_size="auto"))
-    assert text == "auto: 128x128 (median short side 240 px over 7 images, multiple of 32)"
+    assert text == "auto: 256x256 (median short side 240 px over 7 images, multiple of 32)"
 
 
 def test_preview_crop_prefers_statistics_and_follows_image_size_and_model(session, dataset_id, config_dict):
     session.get(Dataset, dataset_id).statistics = {"image_sizes": {"512x512": 3}}
     session.flush()
     auto = _cfg(config_dict, crop_size="auto")
-    assert datasets.preview_crop(session, dataset_id=dataset_id, config=auto).startswith("auto: 256x256 ")
+    assert datasets.preview_crop(session, dataset_id=dataset_id, config=auto).startswith("auto: 384x384 ")
     resized = _cfg(config_dict, crop_size="auto", image_size=[800, 1024])
-    assert datasets.preview_crop(session, dataset_id=dataset_id, config=resized).startswith("auto: 384x384 ")
+    assert datasets.preview_crop(session, dataset_id=dataset_id, config=resized).startswith("auto: 512x512 ")
     pan = {**auto, "model": {"arch": "PAN", "encoder": "resnet18"}}
+    session.get(Dataset, dataset_id).statistics = {"image_sizes": {"640x640": 3}}
+    session.flush()
     text = datasets.preview_crop(session, dataset_id=dataset_id, config=pan)
-    assert text.startswith("auto: 256x256 ") and "multiple of 128" in text
+    assert text.startswith("auto: 384x384 ") and "multiple of 128" in text  # 480 -> 384, not 480
 
 
 def test_preview_crop_fixed_none_and_no_sizes(session, seed, dataset_id, config_dict):

@@ -16,7 +16,7 @@ __all__ = ["CROP_MODES", "crop_size", "crop_controls"]
 # data.crop_size as the form offers it (docs/recipes.md, "Resolution policy").
 CROP_MODES: dict[str, str] = {
     "none": "train on whole images",
-    "auto": "half the median short side, clamped to [128, 512], chosen once per run",
+    "auto": "three quarters of the median short side, clamped to [256, 512], chosen once per run",
     "fixed": "random crops of the height and width given",
 }
 
