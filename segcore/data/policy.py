@@ -25,8 +25,10 @@ The rules, which ``docs/recipes.md`` states too:
 
 Example:
     >>> cfg, policy = resolve_data_policy(cfg, dataset, train_ids)  # doctest: +SKIP
-    >>> policy.crop_size, policy.crop_rule  # doctest: +SKIP
-    ((256, 256), 'auto: median short side 240 px x 0.75, clamped to [256, 512], at most the short side, multiple of 32 -> 256x256')
+    >>> policy.crop_size  # doctest: +SKIP
+    (256, 256)
+    >>> policy.crop_rule  # doctest: +SKIP
+    'auto: median short side 240 px x 0.75, clamped to [256, 512], at most the short side, multiple of 32 -> 256x256'
 """
 
 from __future__ import annotations
