@@ -47,7 +47,7 @@ PAGES = [
     ("Queue", "queue", CONTENT), ("Leaderboard", "leaderboard", CONTENT), ("Sweeps", "sweeps", FORM),
     ("Run detail", "run?run={run}", CONTENT), ("Ensemble builder", "ensemble-builder?ensemble={ensemble}", CONTENT),
     ("Pseudo-label rounds", "pseudo-labels", CONTENT), ("Inspect", "inspect?run={run}", CONTENT),
-    ("Storage", "storage", FORM),
+    ("Inspect an ensemble", "inspect?ensemble={ensemble}", CONTENT), ("Storage", "storage", FORM),
 ]
 PEER_SCRIPT = """import pandas as pd
 import streamlit as st

@@ -147,7 +147,7 @@ def test_auto_crop_shows_the_size_it_resolves_to_and_is_queued_as_auto(seeded, u
     _crop_mode(at).set_value("auto").run()
     ui.no_exceptions(at)
     assert _num(at, "Crop height").disabled
-    # the tiny dataset's images are 64x64: half of 64, clamped to 128, is capped at the short side
+    # the tiny dataset's images are 64x64: 0.75 x 64, raised to the floor of 256, is capped at the short side
     assert any("Training crop on tiny: auto: 64x64 (median short side 64 px over 12 images, multiple of 32)"
                in c.value for c in at.caption)
     _num(at, "Rare-class crop").set_value(0.3)
@@ -261,3 +261,18 @@ def test_a_recipe_loads_into_the_form_for_the_picked_dataset(seeded, ui, publish
     ui.no_exceptions(at)
     exp = _experiments(ui)[0]
     assert exp.config["data"]["classes"] == ui.CLASSES and exp.config["data"]["split"]["kind"] == "holdout"
+
+
+def test_a_taken_name_is_refused_at_the_name_field_and_nothing_is_queued(seeded, ui, published):
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(t for t in at.text_input if t.label == "Name").input("unet-baseline").run()
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    before, queued = len(_experiments(ui)), len(published)
+    at = ui.open_page("new_experiment", actor=seeded["ada"])
+    next(t for t in at.text_input if t.label == "Name").input("unet-baseline").run()
+    _btn(at, "Queue").click().run()
+    ui.no_exceptions(at)
+    assert any("'unet-baseline' exists already; choose another name, e.g. 'unet-baseline-2'" in e.value
+               for e in at.error)
+    assert len(_experiments(ui)) == before and len(published) == queued
