@@ -32,7 +32,8 @@ def test_the_build_makes_every_object_through_the_services(demo):
 
     built, live = demo["built"], demo["live"]
     with session_scope(live.factory) as s:
-        assert "synthetic-shapes" in [d.name for d in datasets.list_datasets(s)]
+        (dataset,) = [d for d in datasets.list_datasets(s) if d.name == "synthetic-shapes"]
+        assert dataset.statistics and not dataset.statistics.get("sampled")  # every image counted by its job
         all_runs = runs.list_runs(s, limit=100)
         assert len(all_runs) == 2 + 2 * 2 + 1  # baseline folds, ablation 2 values x 2 folds, the student
         assert all(r.status is RunStatus.SUCCEEDED for r in all_runs), [(r.id, r.error_message) for r in all_runs]

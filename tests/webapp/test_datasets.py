@@ -43,6 +43,12 @@ def test_register_from_server_path_then_explore(env, ui, tiny_dataset):
     _submit(at)
     ui.no_exceptions(at)
     assert any("Dataset tiny registered: 12 images" in s.value for s in at.success)
+    # the job that counts every image is queued with the registration: the charts need no button
+    from worker.services import jobs
+
+    with ui.scope() as s:
+        (job,) = jobs.list_jobs(s, kind="dataset_import")
+    assert any(f"Job {job.id} counts every image of tiny" in s.value for s in at.success)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Images"] == "12" and metrics["Test images"] == "3" and metrics["Classes"] == "4"
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]

@@ -18,7 +18,7 @@ from worker.queue.celery_app import make_celery
 from worker.db.models import EpochMetric, Run, RunGroup, RunLog, RunStatus, WorkerNode, WorkerStatus
 from worker.db.session import session_scope
 from worker.queue.dispatch import publish
-from worker.services import lifecycle
+from worker.services import inspection, lifecycle
 from worker.services.experiments import create_experiment
 
 from .queue_fixtures import (  # noqa: F401
@@ -134,6 +134,15 @@ def test_submit_to_success_with_progress_checkpoint_and_probabilities(stack: Sta
     assert run.artifact_dir == str(workdir)
     assert Path(run.checkpoint_dir).is_dir() and (Path(run.checkpoint_dir) / "model.safetensors").is_file()
     assert run.val_store and Path(run.val_store).is_dir() and any(Path(run.val_store).iterdir())
+    # the report Inspect opens on is cached by the worker after the run ended: the page's first load reads it
+    folder = Path(stack.settings.artifact_root) / "inspection" / f"run-{run_id}"
+    wait_for(lambda: list(folder.glob("*.json")), timeout=60, interval=0.1, what="the cached Inspect report")
+    cached = list(folder.glob("*.json"))
+    assert len(cached) == 1, stack.worker.log()[-3000:]
+    with session_scope(stack.factory) as s:
+        loaded = inspection.load(s, source=("run", run_id), settings=stack.settings)
+    inspection.analyse(loaded, settings=stack.settings)  # what the page calls: the same cache file, no new one
+    assert list(cached[0].parent.glob("*.json")) == cached
     with session_scope(stack.factory) as s:
         epochs = s.scalars(sa.select(EpochMetric).where(EpochMetric.run_id == run_id).order_by(EpochMetric.epoch)).all()
         assert [e.epoch for e in epochs] == [1, 2]
@@ -260,6 +269,7 @@ def test_predict_evaluate_ensemble_and_pseudo_jobs(stack: Stack, q_dataset: dict
     with session_scope(stack.factory) as s:
         done = get_ensemble(s, ensemble_id=ens.id)
     assert done.status is RunStatus.SUCCEEDED and Path(done.test_store).is_dir()
+    assert list((Path(stack.settings.artifact_root) / "inspection" / f"ensemble-{ens.id}").glob("*.json"))
 
     with session_scope(stack.factory) as s:
         rnd = create_pseudo_round(s, actor=None, name="round", teacher_kind="run", teacher_id=run_id,

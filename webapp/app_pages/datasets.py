@@ -155,7 +155,21 @@ def _register_form() -> None:
                 resources.write(uploads.fail_upload, upload_id=began.id, reason=outcome.message or "not registered")
         return
     state.flash(f"Dataset {ds.name} registered: {ds.report.get('num_images', '?')} images, {len(ds.classes)} classes.")
+    _queue_statistics(ds)
     st.rerun()
+
+
+def _queue_statistics(ds: Any) -> None:
+    """Queue the job that counts every image of ``ds`` (its charts show a preview until it finished)."""
+    from worker.services import jobs
+
+    with guard("Queueing the statistics job") as outcome:
+        job, problem = resources.submit(jobs.create_job, kind="dataset_import", target={"dataset_id": ds.id},
+                                        queued=lambda j: resources.Queued(job_ids=(j.id,)))
+    if not outcome.failed:
+        state.flash(f"Job {job.id} counts every image of {ds.name}; the charts update when it finishes.")
+        if problem:
+            state.flash(problem, "warning")
 
 
 # ------------------------------------------------------------------ exploring a registered dataset
@@ -191,16 +205,8 @@ def _eda(ds: Any, stats: dict[str, Any], dataset: Any) -> None:
         c = st.columns([3, 1])
         c[0].caption(f"Statistics from a sample of {stats.get('num_images')} images.")
         if c[1].button("Count every image on a worker", key=_k("stats_job")):
-            from worker.services import jobs
-
-            with guard("Queueing the statistics job") as outcome:
-                job, problem = resources.submit(jobs.create_job, kind="dataset_import", target={"dataset_id": ds.id},
-                                                queued=lambda j: resources.Queued(job_ids=(j.id,)))
-            if not outcome.failed:
-                state.flash(f"Job {job.id} counts every image of {ds.name}; the charts update when it finishes.")
-                if problem:
-                    state.flash(problem, "warning")
-                st.rerun()
+            _queue_statistics(ds)
+            st.rerun()
     rare = stats.get("rare_classes") or []
     if rare:
         st.warning(f"Rare classes: {', '.join(rare)}. Consider a weighted loss, copy-paste of rare objects and a "

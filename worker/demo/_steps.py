@@ -250,10 +250,27 @@ def _run_finished(b: _Builder, run_id: int) -> None:
     b.wait(f"run {run_id}", check)
 
 
+def _statistics(b: _Builder) -> None:
+    """The job that counts every image of the dataset (its charts), queued as registering does."""
+    from worker.db.models import RunStatus
+    from worker.services import datasets, jobs
+
+    if b.read(datasets.get_dataset, dataset_id=b.dataset_id).statistics:
+        return
+    earlier = [j for j in b.read(jobs.list_jobs, kind="dataset_import", limit=1000)
+               if j.target == {"dataset_id": b.dataset_id} and j.status not in (RunStatus.FAILED, RunStatus.CANCELLED)]
+    job = earlier[0] if earlier else b.submit(
+        lambda s: jobs.create_job(s, actor=b.actor, kind="dataset_import", target={"dataset_id": b.dataset_id}),
+        jobs=lambda j: [j.id])
+    b.job_done(job.id, "the dataset's statistics")
+    b.say("dataset statistics: every image counted")
+
+
 def run_steps(b: _Builder) -> dict[str, Any]:
     """Every step in order; returns the ids of what was built."""
     b.actor = _member(b)
     b.dataset_id = _dataset(b)
+    _statistics(b)
     baseline = _experiment(b, BASELINE)
     ablation = _experiment(b, ABLATION, grid={"axis": "model.arch", "values": ["FPN", "Linknet"]})
     group_ids = [g.id for g in baseline.groups] + [g.id for g in ablation.groups]

@@ -26,6 +26,7 @@ Targets and params:
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,7 @@ __all__ = [
 ]
 
 Check = Callable[[], None]
+log = logging.getLogger(__name__)
 
 
 def artifact_dir(ctx: WorkerContext, *parts: str) -> Path:
@@ -235,6 +237,10 @@ def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     with session_scope(ctx.factory) as s:
         # its status follows this job (the lifecycle module sets it when the job finishes)
         set_ensemble_result(s, actor=None, ensemble_id=ensemble_id, test_store=location)
+    from worker.services import inspection
+
+    for why in inspection.precompute(ctx.factory, settings=ctx.settings, sources=[("ensemble", ensemble_id)]).values():
+        log.info("no Inspect report cached for ensemble %s: %s", ensemble_id, why)
     return {"ensemble_id": ensemble_id, "test_store": location}
 
 

@@ -322,33 +322,45 @@ def _train(
             epochs_run=result.epochs_run,
         )
     if ok:
-        _update_group_oof(ctx, token.object_id)
+        group_id = _update_group_oof(ctx, token.object_id)
+        _precompute_inspection(ctx, [("run", token.object_id)] + ([("group", group_id)] if group_id else []))
     return RunOutcome.SUCCEEDED if ok else RunOutcome.LOST
 
 
-def _update_group_oof(ctx: WorkerContext, run_id: int) -> None:
-    """When this run was its group's last one to end, assemble and score the group's OOF store."""
+def _precompute_inspection(ctx: WorkerContext, sources: list[tuple[str, int]]) -> None:
+    """Cache the reports Inspect opens on (``inspection.precompute``); a failure is logged, never the run's."""
+    from worker.services import inspection
+
+    for (kind, object_id), why in inspection.precompute(ctx.factory, settings=ctx.settings, sources=sources).items():
+        log.info("no Inspect report cached for %s %s: %s", kind, object_id, why)
+
+
+def _update_group_oof(ctx: WorkerContext, run_id: int) -> int | None:
+    """When this run was its group's last one to end, assemble and score the group's OOF store; its id then."""
     from worker.services import groups
 
     try:
         with session_scope(ctx.factory) as s:
             run = s.get(Run, run_id)
             if run is None or run.group_id is None:
-                return
+                return None
             group = groups.build_group_oof(
                 s, actor=None, group_id=run.group_id, artifacts=ctx.artifacts, dataset_root=ctx.settings.dataset_root,
             )
-            if group is not None:
-                lifecycle.record_log(
-                    s, run_id=run_id,
-                    message=f"group {group.id}: out-of-fold store of {len(group.oof_metrics.get('members', []))} "
-                    f"runs scored {group.monitor_metric}={group.oof_score}",
-                )
+            if group is None:
+                return None
+            lifecycle.record_log(
+                s, run_id=run_id,
+                message=f"group {group.id}: out-of-fold store of {len(group.oof_metrics.get('members', []))} "
+                f"runs scored {group.monitor_metric}={group.oof_score}",
+            )
+            return int(group.id)
     except Exception as exc:  # noqa: BLE001 - the run itself succeeded; record why the OOF store is missing
         log.warning("group OOF for run %s failed: %s", run_id, exc)
         with session_scope(ctx.factory) as s:
             lifecycle.record_log(s, run_id=run_id, level=LogLevel.WARNING,
                                  message=f"could not build the group's out-of-fold store: {exc}")
+        return None
 
 
 def _stopped(ctx: WorkerContext, token: ClaimToken, reason: _Stop) -> RunOutcome:

@@ -51,6 +51,7 @@ from worker.services.inspection._reports import (
     inspect_ensemble,
     inspect_group,
     inspect_run,
+    precompute,
     worst_images,
 )
 from worker.services.inspection._target import (
@@ -75,6 +76,7 @@ __all__ = [
     "describe",
     "inspect",
     "analyse",
+    "precompute",
     "inspect_run",
     "inspect_ensemble",
     "inspect_group",

@@ -32,6 +32,7 @@ from worker.settings import Settings
 __all__ = [
     "inspect",
     "analyse",
+    "precompute",
     "inspect_run",
     "inspect_group",
     "inspect_ensemble",
@@ -39,6 +40,32 @@ __all__ = [
     "compare",
     "compare_loaded",
 ]
+
+
+def precompute(factory: Any, *, settings: Settings, sources: Sequence[Source]) -> dict[Source, str]:
+    """Compute and cache the report Inspect opens on (all folds, all classes, default options) for each source.
+
+    Called by a worker when a run, a group's out-of-fold store or an ensemble is done, so that the page's
+    first load reads one JSON file instead of analysing every validation image (seconds to a minute for
+    hundreds of full-resolution images). The cache is shared where the worker and the web app see the same
+    artifact root (a remote root caches under each machine's home). Each source reads in its own short
+    transaction of ``factory`` (a sessionmaker), then analyses after it closed.
+
+    Returns:
+        The sources that could not be analysed, with why (no validation store, a moved dataset, ...):
+        the caller logs them; the run or job that asked is not concerned.
+    """
+    from worker.db.session import session_scope
+
+    failed: dict[Source, str] = {}
+    for source in sources:
+        try:
+            with session_scope(factory) as s:
+                loaded = load(s, source=source, settings=settings)
+            analyse(loaded, settings=settings)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, which only logs it
+            failed[source] = f"{type(exc).__name__}: {exc}"
+    return failed
 
 
 def inspect(
