@@ -25,6 +25,7 @@ from segcore.data.formats import CocoDataset, MultilabelJsonDataset, SegDataset
 
 __all__ = [
     "AREA_BIN_EDGES",
+    "PRESENCE_ROWS",
     "ClassStatistics",
     "DatasetStatistics",
     "compute_statistics",
@@ -35,6 +36,7 @@ __all__ = [
 
 # Object areas in pixels are binned on a log2 scale: [1, 2), [2, 4), ... [2^20, inf).
 AREA_BIN_EDGES: list[int] = [2**k for k in range(21)]
+PRESENCE_ROWS = 300  # images whose per-class presence the statistics keep (what a heatmap can show)
 _MAX_AREA_SAMPLES = 2000  # areas kept per class for quantiles (reservoir sample); the histogram is exact
 
 
@@ -70,6 +72,11 @@ class DatasetStatistics(BaseModel):
     area_bin_edges: list[int] = Field(default_factory=lambda: list(AREA_BIN_EDGES))
     classes: list[ClassStatistics]
     rare_classes: list[str]
+    classes_per_image: list[int] | None = Field(
+        default=None, description="Images with 0, 1, 2, ... classes present (index = number of classes).")
+    presence: dict[str, str] | None = Field(
+        default=None, description=f"Class presence of the first {PRESENCE_ROWS} images (in id order): image id -> "
+        "one '1' or '0' per class. Bounded, so the statistics stay small for any dataset size.")
 
     def class_weights(self, *, power: float = 0.5) -> list[float]:
         """Inverse-frequency weights ``share**-power`` normalised to mean 1 (absent classes get the max)."""
@@ -193,6 +200,8 @@ def compute_statistics(
     images_with = np.zeros(c, dtype=np.int64)
     areas = _AreaAccumulator(c, np.random.default_rng(0))
     sizes: Counter[str] = Counter()
+    per_image = np.zeros(c + 1, dtype=np.int64)
+    presence: dict[str, str] = {}
     total = ignored = 0
     structure = np.ones((3, 3), dtype=bool)  # 8-connectivity: diagonal pixels belong to one object
 
@@ -227,6 +236,9 @@ def compute_statistics(
         total += h * w
         pixels += counts
         images_with += counts > 0
+        per_image[int(np.count_nonzero(counts))] += 1
+        if len(presence) < PRESENCE_ROWS:
+            presence[image_id] = "".join("1" if n else "0" for n in counts)
 
     denom = (total - ignored) if not multilabel else total
     shares = pixels / denom if denom > 0 else np.zeros(c)
@@ -262,4 +274,6 @@ def compute_statistics(
         image_sizes=dict(sorted(sizes.items())),
         classes=stats,
         rare_classes=rare,
+        classes_per_image=per_image.tolist(),
+        presence=presence,
     )

@@ -10,7 +10,7 @@ import pytest
 
 from segcore.config import MaskFolderSource
 from segcore.data.formats import open_dataset
-from segcore.data.statistics import DatasetStatistics, compute_statistics, polygon_area
+from segcore.data.statistics import PRESENCE_ROWS, DatasetStatistics, compute_statistics, polygon_area
 
 
 @pytest.fixture
@@ -44,6 +44,20 @@ def test_mask_folder_figures(hand_built: MaskFolderSource) -> None:
     assert b.area_histogram[3] == 1
     assert stats.rare_classes == ["a"] and a.rare and not b.rare
     assert sum(c.pixel_share for c in stats.classes) == pytest.approx(1.0)
+    # per-image presence, for the page's charts without reading a mask: "one" has bg and a, "two" bg and b
+    assert stats.presence == {"one": "110", "two": "101"} and stats.classes_per_image == [0, 0, 2, 0]
+    assert stats.presence == {i: "".join("1" if v else "0" for v in row)
+                              for i, row in zip(ds.ids, ds.class_presence())}
+
+
+def test_presence_is_kept_for_a_bounded_number_of_images(coco_source) -> None:
+    ds = open_dataset(coco_source, classes=None, task="multiclass")
+    stats = compute_statistics(ds)
+    assert stats.presence is not None and len(stats.presence) == min(len(ds.ids), PRESENCE_ROWS)
+    assert list(stats.presence) == list(ds.ids)[:PRESENCE_ROWS]
+    assert stats.classes_per_image is not None and sum(stats.classes_per_image) == len(ds.ids)
+    counts = np.bincount(ds.class_presence().sum(axis=1), minlength=ds.num_classes + 1)
+    assert stats.classes_per_image == counts.tolist()
 
 
 def test_statistics_are_json_round_trippable(hand_built: MaskFolderSource) -> None:

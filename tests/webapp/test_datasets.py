@@ -144,3 +144,21 @@ def test_a_dataset_is_edited_on_its_page(seeded, ui):
     ui.no_exceptions(at)
     with ui.scope() as s:
         assert datasets.get_dataset(s, dataset_id=seeded["dataset"]).name == "tiny-v2"
+
+
+def test_the_presence_charts_come_from_the_stored_statistics(seeded, ui, tiny_dataset):
+    from segcore.data.formats import open_dataset
+    from segcore.data.statistics import compute_statistics
+    from worker.services import datasets
+
+    stats = compute_statistics(open_dataset(tiny_dataset, classes=ui.CLASSES, task="multiclass"))
+    stats.presence = dict(list(stats.presence.items())[:5])  # what the job kept is what is drawn
+    with ui.scope() as s:
+        datasets.set_dataset_statistics(s, actor=None, dataset_id=seeded["dataset"], statistics=stats)
+    at = ui.open_page("datasets", actor=seeded["ada"])
+    ui.no_exceptions(at)
+    specs = {json.loads(c.proto.spec)["layout"]["title"]["text"]: json.loads(c.proto.spec)
+             for c in at.get("plotly_chart")}
+    assert specs["Class presence per image"]["data"][0]["y"] == list(stats.presence)
+    bars = specs["Classes per image"]["data"][0]
+    assert dict(zip(bars["x"], bars["y"])) == {k: n for k, n in enumerate(stats.classes_per_image) if n}

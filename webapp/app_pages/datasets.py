@@ -17,6 +17,7 @@ import yaml
 
 from segcore import catalog
 from segcore.config import TaskType
+from segcore.data.statistics import PRESENCE_ROWS
 from webapp import resources, state
 from webapp.components import charts
 from webapp.components.layout import fmt_time, member_names, page_header
@@ -219,11 +220,17 @@ def _eda(ds: Any, stats: dict[str, Any], dataset: Any) -> None:
     c[1].plotly_chart(charts.image_sizes(stats.get("image_sizes") or {}), key=_k("sizes"))
     st.plotly_chart(charts.object_areas(stats), key=_k("areas"))
     with guard("Reading class presence per image"):
-        ids, presence = _presence(ds.id, ds.fingerprint, dataset)
+        stored, by_k = stats.get("presence"), stats.get("classes_per_image")
+        if stored is not None and by_k is not None:  # counted by the statistics job: no mask is read here
+            ids, presence = list(stored), [[ch == "1" for ch in row] for row in stored.values()]
+            per_image = charts.classes_per_image(counts_by_k=by_k)
+        else:
+            ids, presence = _presence(ds.id, ds.fingerprint, dataset)
+            per_image = charts.classes_per_image(presence)
         c = st.columns([3, 2])
-        shown = min(len(ids), 300)
+        shown = min(len(ids), PRESENCE_ROWS)
         c[0].plotly_chart(charts.presence_heatmap(presence[:shown], ids[:shown], ds.classes), key=_k("heatmap"))
-        c[1].plotly_chart(charts.classes_per_image(presence), key=_k("per_image"))
+        c[1].plotly_chart(per_image, key=_k("per_image"))
 
 
 def _samples(ds: Any, dataset: Any) -> None:

@@ -112,10 +112,12 @@ def presence_heatmap(presence: Sequence[Sequence[bool]], image_ids: Sequence[str
     return fig
 
 
-def classes_per_image(presence: Sequence[Sequence[bool]]) -> go.Figure:
-    """How many images contain 0, 1, 2, ... classes."""
-    counts: dict[int, int] = {}
-    for row in presence:
+def classes_per_image(presence: Sequence[Sequence[bool]] | None = None, *,
+                      counts_by_k: Sequence[int] | None = None) -> go.Figure:
+    """How many images contain 0, 1, 2, ... classes: from per-image ``presence`` rows, or from
+    ``counts_by_k`` (images with k classes at index k, as the stored statistics keep it)."""
+    counts: dict[int, int] = {k: int(n) for k, n in enumerate(counts_by_k or []) if n}
+    for row in presence or []:
         k = int(sum(1 for v in row if v))
         counts[k] = counts.get(k, 0) + 1
     xs = sorted(counts)
