@@ -268,6 +268,12 @@ def open_page(page: str, *, actor: int | None = None, **query: Any):
     return at.run()
 
 
+def open_tab(at, key: str, label: str):
+    """Open the tab ``label`` of the lazy tabs whose session-state key is ``key`` (only the open tab's code runs)."""
+    at.session_state[key] = label
+    return at.run()
+
+
 def no_exceptions(at) -> None:
     """Assert the page rendered without a traceback."""
     assert not at.exception, [e.value for e in at.exception]
@@ -279,6 +285,6 @@ def ui(env) -> Any:
     import types
 
     return types.SimpleNamespace(
-        app=app, open_page=open_page, no_exceptions=no_exceptions, scope=lambda clear=True: scope(env, clear), finish=lambda rid, base: finish(env, rid, base),
+        app=app, open_page=open_page, open_tab=open_tab, no_exceptions=no_exceptions, scope=lambda clear=True: scope(env, clear), finish=lambda rid, base: finish(env, rid, base),
         metrics=metrics, config_dict=config_dict, CLASSES=CLASSES,
     )

@@ -60,18 +60,21 @@ def test_register_from_server_path_then_explore(env, ui, tiny_dataset):
     titles = {s["layout"]["title"]["text"] for s in specs}
     assert {"Instances per class (red: rare)", "Images containing each class", "Image sizes (W x H)",
             "Object area distribution (pixels, log2 bins)", "Class presence per image", "Classes per image"} <= titles
-    # the sample browser: the image, its overlay and the class legend
-    captions = [c for img in at.image for c in img.captions]
-    assert "mask overlay" in captions and any(c.startswith("img_0000") for c in captions)
+    # the page showed a preview; only the dataset_import job stores statistics
     from worker.services import datasets
 
     with ui.scope() as s:
         ds = datasets.get_dataset_by_name(s, name="tiny")
-    legend = [h.proto.body for h in at.get("html") if "unlabelled (ignored)" in h.proto.body]
-    assert legend and all(name in legend[0] for name in ds.classes[1:])
-    # the page showed a preview; only the dataset_import job stores statistics
     assert ds.statistics is None
     assert any("preview" in c.value for c in at.caption)
+    # the sample browser (its tab runs once opened): the image, its overlay and the class legend
+    assert not at.image
+    at = ui.open_tab(at, "datasets.explore_tabs", "Samples")
+    ui.no_exceptions(at)
+    captions = [c for img in at.image for c in img.captions]
+    assert "mask overlay" in captions and any(c.startswith("img_0000") for c in captions)
+    legend = [h.proto.body for h in at.get("html") if "unlabelled (ignored)" in h.proto.body]
+    assert legend and all(name in legend[0] for name in ds.classes[1:])
 
 
 def test_invalid_path_lists_the_problem_and_registers_nothing(env, ui, tmp_path):
@@ -117,7 +120,7 @@ def test_unreadable_and_unsafe_uploads_are_refused(env, ui):
 
 
 def test_augmentation_preview(seeded, ui):
-    at = ui.open_page("datasets", actor=seeded["ada"])
+    at = ui.open_tab(ui.open_page("datasets", actor=seeded["ada"]), "datasets.explore_tabs", "Augmentation preview")
     next(n for n in at.number_input if n.label == "Samples").set_value(3)
     next(b for b in at.button if b.label == "Show augmented samples").click().run(timeout=120)
     ui.no_exceptions(at)

@@ -12,18 +12,23 @@ def test_run_page_shows_metrics_curves_and_per_class(seeded, ui):
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Status"] == "succeeded"
     assert metrics["Best miou"] == "0.7800"
-    per_class = next(t.value for t in at.dataframe if "class" in t.value.columns)
-    assert list(per_class["class"]) == ui.CLASSES
-    assert abs(per_class["miou"].iloc[1] - 0.78) < 1e-9
     specs = [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
     curves = specs[0]
     train = next(tr for tr in curves["data"] if tr["name"] == "train loss")
     assert len(train["x"]) == 3
     assert any(tr["name"] == "val miou" for tr in curves["data"])
+    # only the open tab runs: the per-class table appears when its tab is opened
+    assert not any("class" in t.value.columns for t in at.dataframe)
+    at = ui.open_tab(at, "run_detail.tabs", "Per-class metrics")
+    ui.no_exceptions(at)
+    per_class = next(t.value for t in at.dataframe if "class" in t.value.columns)
+    assert list(per_class["class"]) == ui.CLASSES
+    assert abs(per_class["miou"].iloc[1] - 0.78) < 1e-9
 
 
 def test_record_public_score_and_reject_text(seeded, ui):
     at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    at = ui.open_tab(at, "run_detail.tabs", "Submissions")
     score = next(t for t in at.text_input if t.label == "Public score")
     score.input("not a number")
     next(b for b in at.button if b.label == "Save score").click().run()
@@ -43,6 +48,7 @@ def test_record_public_score_and_reject_text(seeded, ui):
 
 def test_test_prediction_is_queued_with_its_tta_before_any_submission(seeded, ui, published):
     at = ui.open_page("run_detail", actor=seeded["bob"], run=seeded["fpn_run"])
+    at = ui.open_tab(at, "run_detail.tabs", "Submissions")
     # no stored test predictions yet: a submission cannot be written, a prediction can be queued
     assert next(b for b in at.button if b.label == "Queue submission").disabled
     next(s for s in at.selectbox if s.label == "Test-time augmentation").set_value("d4")
@@ -77,6 +83,7 @@ def test_submission_from_stored_test_predictions(seeded, ui, published):
 
 def test_config_diff_against_another_run(seeded, ui):
     at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    at = ui.open_tab(at, "run_detail.tabs", "Config")
     next(n for n in at.number_input if n.label.startswith("Compare with run id")).set_value(seeded["linknet_run"]).run()
     diff = next(t.value for t in at.dataframe if "field" in t.value.columns)
     assert "model.arch" in list(diff["field"])
@@ -129,7 +136,8 @@ def test_artifacts_in_an_s3_root_are_listed_and_downloaded(seeded, ui, s3_server
     with ui.scope() as s:
         s.get(Run, seeded["fpn_run"]).artifact_dir = location
 
-    at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    at = ui.open_tab(ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"]), "run_detail.tabs",
+                     "Artifacts")
     ui.no_exceptions(at)
     locations = next(t.value for t in at.dataframe if "artifact" in t.value.columns)
     assert locations.set_index("artifact").loc["run folder", "location"] == location
@@ -191,6 +199,7 @@ def test_run_page_charts_the_resources_each_epoch_used(seeded, ui):
 
 def test_the_picker_links_stores_and_checkpoints_to_the_apis_streamed_zips(seeded, ui):
     at = ui.open_page("run_detail", actor=seeded["ada"], run=seeded["fpn_run"])
+    at = ui.open_tab(at, "run_detail.tabs", "Artifacts")
     ui.no_exceptions(at)
     pick = next(s for s in at.selectbox if s.label == "Download")
     pick.set_value("validation predictions (zip)").run()

@@ -317,19 +317,23 @@ def _browse(datasets: list) -> None:
         dataset = open_registered(ds)
     if outcome.failed:
         return
+    # only the open tab runs (Streamlit's lazy tabs)
     tabs = st.tabs(["Statistics", "Samples", "Augmentation preview"], key=_k("explore_tabs"), on_change="rerun")
-    with tabs[0]:
-        with guard("Computing the statistics") as o, st.spinner("Computing the statistics (once per dataset)..."):
-            stats, preview = statistics_of(ds)
-        if not o.failed:
-            if preview:
-                st.caption(f"A preview on at most {STATS_MAX_IMAGES} images: the dataset job computes the full "
-                           "statistics (Queue page); they replace this preview when it finished.")
-            _eda(ds, stats, dataset)
-    with tabs[1]:
-        _samples(ds, dataset)
-    with tabs[2]:
-        _augmentation_preview(ds, dataset)
+    if tabs[0].open:
+        with tabs[0]:
+            with guard("Computing the statistics") as o, st.spinner("Computing the statistics (once per dataset)..."):
+                stats, preview = statistics_of(ds)
+            if not o.failed:
+                if preview:
+                    st.caption(f"A preview on at most {STATS_MAX_IMAGES} images: the dataset job computes the full "
+                               "statistics (Queue page); they replace this preview when it finished.")
+                _eda(ds, stats, dataset)
+    if tabs[1].open:
+        with tabs[1]:
+            _samples(ds, dataset)
+    if tabs[2].open:
+        with tabs[2]:
+            _augmentation_preview(ds, dataset)
 
 
 def render() -> None:

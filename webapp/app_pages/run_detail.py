@@ -175,20 +175,17 @@ def _render_run(run_id: int) -> None:
             classes = resources.read(datasets.get_dataset, dataset_id=run.dataset_id).classes
     _data_policy(run, classes)
     render_experiment_hooks(run.experiment_id)
+    # only the open tab runs (Streamlit's lazy tabs); it survives the rerun after a write
     tabs = st.tabs(["Curves", "Per-class metrics", "Config", "Artifacts", "Submissions", "Log"], key=_k("tabs"),
-                   on_change="rerun")  # the open tab survives the rerun after a write
-    with tabs[0]:
-        _curves(run)
-    with tabs[1]:
-        _per_class(run, classes)
-    with tabs[2]:
-        _config(run)
-    with tabs[3]:
-        _artifacts(run)
-    with tabs[4]:
-        render_submissions(run_id=run.id, test_store=run.test_store, names=names)
-    with tabs[5]:
-        _logs(run)
+                   on_change="rerun")
+    sections = [lambda: _curves(run), lambda: _per_class(run, classes), lambda: _config(run),
+                lambda: _artifacts(run),
+                lambda: render_submissions(run_id=run.id, test_store=run.test_store, names=names),
+                lambda: _logs(run)]
+    for tab, section in zip(tabs, sections):
+        if tab.open:
+            with tab:
+                section()
 
 
 def _render_group(group_id: int) -> None:
