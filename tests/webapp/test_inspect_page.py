@@ -31,6 +31,11 @@ def test_run_charts_gallery_and_overlay(seeded, ui):
     assert per_class["data"][0]["x"] == ui.CLASSES
     confusion = _titled(specs, "Confusion matrix")
     assert confusion["data"][0]["type"] == "heatmap" and len(confusion["data"][0]["z"]) == 4
+    # only the open tab runs: the error charts and the gallery appear when their tabs are opened
+    assert not at.image and not any("Error taxonomy" in json.dumps(t) for t in specs)
+    at = ui.open_tab(at, "inspect.tabs", "Errors")
+    ui.no_exceptions(at)
+    specs = _specs(at)
     taxonomy = _titled(specs, "Error taxonomy per class")
     assert [t["name"] for t in taxonomy["data"]] == ["under-prediction", "over-prediction", "wrong class"]
     assert taxonomy["data"][0]["marker"]["color"] == "rgb(0, 68, 136)"
@@ -40,6 +45,8 @@ def test_run_charts_gallery_and_overlay(seeded, ui):
     objects = _titled(specs, "Object recall by size")
     assert {t["name"] for t in objects["data"]} <= set(ui.CLASSES[1:])
     assert _titled(specs, "Confidence of")["layout"]["barmode"] == "overlay"
+    at = ui.open_tab(at, "inspect.tabs", "Images")
+    ui.no_exceptions(at)
     captions = [c for img in at.image for c in img.captions]
     thumbs = [c for c in captions if "px wrong" in c]
     assert 1 <= len(thumbs) <= 3
@@ -49,7 +56,7 @@ def test_run_charts_gallery_and_overlay(seeded, ui):
 
 
 def test_zoom_class_toggle_and_view_button(seeded, ui):
-    at = ui.open_page("inspect", actor=seeded["ada"], run=seeded["fpn_run"])
+    at = ui.open_tab(ui.open_page("inspect", actor=seeded["ada"], run=seeded["fpn_run"]), "inspect.tabs", "Images")
     second = [b for b in at.button if b.label == "View"][-1]
     second.click().run()
     ui.no_exceptions(at)
@@ -63,7 +70,7 @@ def test_zoom_class_toggle_and_view_button(seeded, ui):
 
 
 def test_compare_a_run_with_another_on_the_same_images(seeded, ui):
-    at = ui.open_page("inspect", actor=seeded["ada"], run=seeded["fpn_run"])
+    at = ui.open_tab(ui.open_page("inspect", actor=seeded["ada"], run=seeded["fpn_run"]), "inspect.tabs", "Compare")
     at.selectbox(key="inspect.b.run").set_value(seeded["linknet_run"]).run()
     ui.no_exceptions(at)
     assert not at.error, [e.value for e in at.error]

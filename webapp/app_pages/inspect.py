@@ -66,8 +66,10 @@ def _settings() -> Any:
     return resources.app_settings()
 
 
+@st.cache_resource(ttl=30, show_spinner=False, max_entries=16)
 def _load(source: tuple[str, int]) -> Any:
-    """The object's rows, read in a short transaction; the analyses below run after it closed."""
+    """The object's rows, read in a short transaction; the analyses below run after it closed. Kept for 30 s
+    (one object, shared by every cached call below: its stores and dataset are opened, and its folds drawn, once)."""
     from worker.services import inspection
 
     return resources.read(inspection.load, source=source, settings=_settings())
@@ -377,18 +379,23 @@ def render() -> None:
     st.caption(f"{kind.capitalize()} {object_id} · {target.name} · {target.task} · {target.n_images} validation "
                f"images · {len(target.classes)} classes" + (f" · {target.method} ensemble" if target.method else ""))
     _headline(report, target)
-    tabs = st.tabs(["Classes", "Errors", "Images", "Compare"])
-    with tabs[0]:
-        _classes_section(report, target)
-    with tabs[1]:
-        _errors_section(report)
-    with tabs[2]:
-        ids = _gallery(source, report, target)
-        all_ids = ids + [im.image_id for im in report.images if im.image_id not in ids]
-        if all_ids:
-            _viewer(source, target, all_ids)
-    with tabs[3]:
-        _compare_section(source, target, float(st.session_state.get(_k("alpha"), 0.6)))
+    # only the open tab runs (Streamlit's lazy tabs): the gallery's overlays are drawn when Images is opened
+    tabs = st.tabs(["Classes", "Errors", "Images", "Compare"], key=_k("tabs"), on_change="rerun")
+    if tabs[0].open:
+        with tabs[0]:
+            _classes_section(report, target)
+    if tabs[1].open:
+        with tabs[1]:
+            _errors_section(report)
+    if tabs[2].open:
+        with tabs[2]:
+            ids = _gallery(source, report, target)
+            all_ids = ids + [im.image_id for im in report.images if im.image_id not in ids]
+            if all_ids:
+                _viewer(source, target, all_ids)
+    if tabs[3].open:
+        with tabs[3]:
+            _compare_section(source, target, float(st.session_state.get(_k("alpha"), 0.6)))
 
 
 if __name__ == "__main__":
