@@ -98,6 +98,7 @@ def test_clone_shows_the_diff_and_records_the_parent(seeded, ui, published):
     assert run.parent_run_id == seeded["fpn_run"] and run.arch == "Unet"
     # the form keeps its values, but the next experiment from it is not a clone any more
     assert not any(t.value.columns.tolist() == ["field", "from", "to"] for t in at.dataframe)
+    next(t for t in at.text_input if t.label == "Name").input("tiny-again").run()  # names are unique
     _btn(at, "Queue").click().run()
     ui.no_exceptions(at)
     with ui.scope() as s:

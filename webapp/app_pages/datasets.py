@@ -10,14 +10,12 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 import yaml
 
 from segcore import catalog
 from segcore.config import TaskType
-from segcore.data.statistics import PRESENCE_ROWS
 from webapp import resources, state
 from webapp.components import charts
 from webapp.components.layout import fmt_time, member_names, page_header
@@ -177,9 +175,10 @@ def _queue_statistics(ds: Any) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _presence(dataset_id: int, fingerprint: str | None, _dataset: Any) -> tuple[list[str], list[list[bool]]]:
-    ids = list(_dataset.ids)
-    return ids, np.asarray(_dataset.class_presence(), dtype=bool).tolist()
+def _presence(dataset_id: int, fingerprint: str | None, _dataset: Any) -> tuple[list[str], list[list[bool]], list[int]]:
+    from worker.services import datasets as svc
+
+    return svc.presence_view(None, _dataset)  # read from the masks: statistics without stored presence
 
 
 def _report(ds: Any) -> None:
@@ -220,17 +219,15 @@ def _eda(ds: Any, stats: dict[str, Any], dataset: Any) -> None:
     c[1].plotly_chart(charts.image_sizes(stats.get("image_sizes") or {}), key=_k("sizes"))
     st.plotly_chart(charts.object_areas(stats), key=_k("areas"))
     with guard("Reading class presence per image"):
-        stored, by_k = stats.get("presence"), stats.get("classes_per_image")
-        if stored is not None and by_k is not None:  # counted by the statistics job: no mask is read here
-            ids, presence = list(stored), [[ch == "1" for ch in row] for row in stored.values()]
-            per_image = charts.classes_per_image(counts_by_k=by_k)
+        from worker.services import datasets as svc
+
+        if stats.get("presence") is not None and stats.get("classes_per_image") is not None:
+            ids, presence, by_k = svc.presence_view(stats, dataset)  # counted by the statistics job: no mask read
         else:
-            ids, presence = _presence(ds.id, ds.fingerprint, dataset)
-            per_image = charts.classes_per_image(presence)
+            ids, presence, by_k = _presence(ds.id, ds.fingerprint, dataset)
         c = st.columns([3, 2])
-        shown = min(len(ids), PRESENCE_ROWS)
-        c[0].plotly_chart(charts.presence_heatmap(presence[:shown], ids[:shown], ds.classes), key=_k("heatmap"))
-        c[1].plotly_chart(per_image, key=_k("per_image"))
+        c[0].plotly_chart(charts.presence_heatmap(presence, ids, ds.classes), key=_k("heatmap"))
+        c[1].plotly_chart(charts.classes_per_image(counts_by_k=by_k), key=_k("per_image"))
 
 
 def _samples(ds: Any, dataset: Any) -> None:

@@ -112,14 +112,9 @@ def presence_heatmap(presence: Sequence[Sequence[bool]], image_ids: Sequence[str
     return fig
 
 
-def classes_per_image(presence: Sequence[Sequence[bool]] | None = None, *,
-                      counts_by_k: Sequence[int] | None = None) -> go.Figure:
-    """How many images contain 0, 1, 2, ... classes: from per-image ``presence`` rows, or from
-    ``counts_by_k`` (images with k classes at index k, as the stored statistics keep it)."""
-    counts: dict[int, int] = {k: int(n) for k, n in enumerate(counts_by_k or []) if n}
-    for row in presence or []:
-        k = int(sum(1 for v in row if v))
-        counts[k] = counts.get(k, 0) + 1
+def classes_per_image(*, counts_by_k: Sequence[int]) -> go.Figure:
+    """How many images contain 0, 1, 2, ... classes (``counts_by_k[k]``: images with k classes present)."""
+    counts: dict[int, int] = {k: int(n) for k, n in enumerate(counts_by_k) if n}
     xs = sorted(counts)
     fig = go.Figure(go.Bar(x=xs, y=[counts[x] for x in xs], marker_color=COMMON_COLOR))
     fig.update_layout(title="Classes per image", xaxis_title="classes present", yaxis_title="images", **_LAYOUT)

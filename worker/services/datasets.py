@@ -23,6 +23,7 @@ from worker.services.audit import record_event
 
 __all__ = [
     "register_dataset",
+    "presence_view",
     "update_dataset",
     "default_background",
     "BACKGROUND_NAMES",
@@ -358,6 +359,25 @@ def preview_statistics(opened: Any, *, max_images: int = 500) -> dict[str, Any]:
     from segcore.data.statistics import compute_statistics
 
     return compute_statistics(opened, max_images=max_images).model_dump(mode="json")
+
+
+def presence_view(statistics: dict[str, Any] | None, opened: Any) -> tuple[list[str], list[list[bool]], list[int]]:
+    """What the per-image presence charts draw: ``(image ids, their presence rows, images with k classes at k)``.
+
+    The stored statistics keep the rows of the first ``PRESENCE_ROWS`` images and the counts of all
+    (:func:`segcore.data.statistics.compute_statistics`); statistics without them (a preview, or
+    stored by an earlier version) are completed from ``opened``'s masks, bounded the same way.
+    """
+    import numpy as np
+
+    from segcore.data.statistics import PRESENCE_ROWS
+
+    stored, by_k = (statistics or {}).get("presence"), (statistics or {}).get("classes_per_image")
+    if stored is not None and by_k is not None:
+        return list(stored), [[ch == "1" for ch in row] for row in stored.values()], [int(n) for n in by_k]
+    matrix = np.asarray(opened.class_presence(), dtype=bool)
+    counts = np.bincount(matrix.sum(axis=1), minlength=matrix.shape[1] + 1).tolist()
+    return list(opened.ids)[:PRESENCE_ROWS], matrix[:PRESENCE_ROWS].tolist(), counts
 
 
 def preview_augmentations(dataset: DatasetRead, opened: Any, augmentation: dict[str, Any], *, n: int, seed: int = 0,
