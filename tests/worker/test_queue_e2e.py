@@ -279,6 +279,10 @@ def test_predict_evaluate_ensemble_and_pseudo_jobs(stack: Stack, q_dataset: dict
     with session_scope(stack.factory) as s:
         rnd = get_pseudo_round(s, round_id=rnd.id)
     assert rnd.dataset_id == job.result["dataset_id"] and rnd.report["kept"] + rnd.report["dropped"] == 2
+    from worker.services.datasets import get_dataset
+
+    with session_scope(stack.factory) as s:  # the pseudo-labelled dataset's charts need no statistics job
+        assert get_dataset(s, dataset_id=rnd.dataset_id).statistics["num_images"] == rnd.report["kept"]
 
     from worker.services.submissions import create_submission, get_submission
 

@@ -44,6 +44,7 @@ __all__ = [
     "ensemble_job",
     "pseudo_job",
     "submission_job",
+    "store_statistics",
     "artifact_dir",
 ]
 
@@ -306,7 +307,27 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
             )
         set_pseudo_round_result(s, actor=None, round_id=round_id, report=_jsonable(report_dict),
                                 dataset_id=produced.id)
+    store_statistics(ctx, produced.id, check)  # what registering queues elsewhere; this job is on a worker already
     return {"round_id": round_id, "dataset_id": produced.id, "path": location}
+
+
+def store_statistics(ctx: WorkerContext, dataset_id: int, check: Check) -> dict[str, Any]:
+    """Open a registered dataset, compute its statistics (EDA) and store them (the ``dataset_import`` job)."""
+    from segcore.data.statistics import compute_statistics
+    from worker.services.confinement import DataRoots, check_source
+    from worker.services.datasets import get_dataset, set_dataset_statistics
+
+    with session_scope(ctx.factory) as s:
+        ds = get_dataset(s, dataset_id=dataset_id)
+    check()
+    check_source(ds.source, roots=DataRoots.from_settings(ctx.settings))  # the paths, again, where they are read
+    opened = open_local_dataset(ctx.artifacts, ds.source, classes=ds.classes, task=ds.task,
+                                ignore_index=ds.ignore_index, dataset_root=ctx.settings.dataset_root)
+    stats = compute_statistics(opened)
+    check()
+    with session_scope(ctx.factory) as s:
+        set_dataset_statistics(s, actor=None, dataset_id=dataset_id, statistics=stats.model_dump(mode="json"))
+    return {"dataset_id": dataset_id, "images": len(opened.ids), "test_images": len(opened.test_ids)}
 
 
 def _jsonable(obj: Any) -> Any:

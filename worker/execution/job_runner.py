@@ -19,7 +19,6 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-from worker.artifacts import open_local_dataset
 from worker.db.models import Job, JobKind, LogLevel
 from worker.db.session import session_scope
 from worker.execution.context import LeaseKeeper, WorkerContext
@@ -28,6 +27,7 @@ from worker.execution.handlers import (
     evaluate_job,
     predict_job,
     pseudo_job,
+    store_statistics,
     submission_job,
 )
 from worker.execution.runner import describe_error
@@ -75,23 +75,7 @@ Handler = Callable[[WorkerContext, JobSnapshot, Callable[[], None]], dict[str, A
 
 def _dataset_import(ctx: WorkerContext, job: JobSnapshot, check: Callable[[], None]) -> dict[str, Any]:
     """Open a registered dataset, compute its statistics (EDA) and store them."""
-    from segcore.data.statistics import compute_statistics
-    from worker.services.confinement import DataRoots, check_source
-    from worker.services.datasets import get_dataset, set_dataset_statistics
-
-    dataset_id = int(job.target["dataset_id"])
-    with session_scope(ctx.factory) as s:
-        ds = get_dataset(s, dataset_id=dataset_id)
-    check()
-    check_source(ds.source, roots=DataRoots.from_settings(ctx.settings))  # the paths, again, where they are read
-    opened = open_local_dataset(ctx.artifacts, ds.source, classes=ds.classes, task=ds.task,
-                                ignore_index=ds.ignore_index, dataset_root=ctx.settings.dataset_root)
-    stats = compute_statistics(opened)
-    check()
-    payload = stats.model_dump(mode="json") if hasattr(stats, "model_dump") else dict(stats)
-    with session_scope(ctx.factory) as s:
-        set_dataset_statistics(s, actor=None, dataset_id=dataset_id, statistics=payload)
-    return {"dataset_id": dataset_id, "images": len(opened.ids), "test_images": len(opened.test_ids)}
+    return store_statistics(ctx, int(job.target["dataset_id"]), check)
 
 
 HANDLERS: dict[JobKind, Handler] = {
