@@ -194,6 +194,14 @@ def test_the_budget_bounds_the_trials(any_session, actor, config_dict):
     assert any_session.scalar(sa.select(sa.func.count()).select_from(Experiment)) == 3
 
 
+def test_two_sweeps_of_one_name_get_trial_experiments_of_their_own(any_session, actor, config_dict):
+    first = sweeps.create_sweep(any_session, actor=actor, spec=_spec(config_dict, budget=1, parallelism=1))
+    second = sweeps.create_sweep(any_session, actor=actor, spec=_spec(config_dict, budget=1, parallelism=1))
+    assert first.name == second.name and len(first.queued_run_ids) == len(second.queued_run_ids) == 1
+    names = any_session.scalars(sa.select(Experiment.name).order_by(Experiment.id)).all()
+    assert names == [f"{first.name}-t0", f"{first.name}-t0-2"]  # experiment names are unique
+
+
 def test_a_search_value_that_breaks_the_config_is_refused_first(any_session, actor, config_dict):
     bad = _spec(config_dict, search={"model.encoder": ["resnet18", "resnet_999"]})
     with pytest.raises(ConfigError, match=r"search value 'resnet_999' for model.encoder"):

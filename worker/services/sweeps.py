@@ -189,7 +189,8 @@ def _ask_one(session: Session, sweep: Sweep, spec: SweepSpec, study: Any, roots:
     try:
         with session.begin_nested():
             exp = experiments.create_experiment(
-                session, actor=sweep.owner_id, name=f"{sweep.name}-t{trial.number}", config=cfg,
+                session, actor=sweep.owner_id, config=cfg,
+                name=experiments.unique_name(session, f"{sweep.name}-t{trial.number}", taken_is_error=False),
                 dataset_id=sweep.dataset_id, seeds=[spec.seed], priority=spec.priority,
                 tags=[*spec.tags, "sweep"], note=f"trial {trial.number} of sweep {sweep.id} ({sweep.name})",
                 roots=roots,
