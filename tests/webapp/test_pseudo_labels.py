@@ -71,8 +71,11 @@ def test_students_and_lineage(seeded, ui, published):
     with ui.scope() as s:
         student = runs.get_run(s, run_id=run_id)
     assert student.pseudo_round_id == r1.id and student.config["data"]["pseudo_labels"]
+    next(b for b in at.button if b.label == "Start student runs").click().run()  # again: a second experiment
+    ui.no_exceptions(at)
+    assert not at.error and len(published[-1]["run_ids"]) == 1 and published[-1]["run_ids"] != [run_id]
     rounds = next(t.value for t in at.dataframe if "after round" in t.value.columns)
-    assert list(rounds["name"]) == ["r1", "r2"] and rounds["students"].iloc[0] == 1
+    assert list(rounds["name"]) == ["r1", "r2"] and rounds["students"].iloc[0] == 2
     chart = next(json.loads(c.proto.spec) for c in at.get("plotly_chart")
                  if json.loads(c.proto.spec)["layout"]["title"]["text"].startswith("Best student per round"))
     assert chart["data"][0]["x"] == [f"round {r1.id}", f"round {r1.id + 1}"]

@@ -165,7 +165,8 @@ def _students(rounds: list) -> None:
         elif split.get("kind") == "kfold":
             cfg["data"]["split"] = {**split, "n_folds": n_folds, "fold": 0}
         created, problem = resources.submit(
-            experiments.create_experiment, name=cfg["name"], config=cfg, n_folds=n_folds, seeds=list(range(seeds)),
+            # the config's name, numbered when a round's students are started again (names are unique)
+            experiments.create_experiment, config=cfg, n_folds=n_folds, seeds=list(range(seeds)),
             dataset_id=base.dataset_id, parent_run_id=base.id, pseudo_round_id=rnd.id,
             tags=["pseudo", f"round-{rnd.id}"], queued=lambda c: resources.Queued.of(run_ids=c.run_ids),
             roots=confinement.data_roots(resources.app_settings()))
