@@ -187,11 +187,12 @@ def test_experiment_leaderboard_ensemble_and_inspect(segboard_live, browser_page
         expect(page.get_by_text("Error taxonomy per class").first).to_be_visible()
         tools.screenshot(page, "08_inspect_errors")
 
-        page.get_by_role("tab", name="Images").click()
+        page.get_by_role("tab", name="Images").click()  # only the open tab runs: wait for its run to end
+        tools.idle(page)
         expect(page.get_by_text("Overlay viewer")).to_be_visible()
         expect(page.get_by_text("under-prediction (class missed)")).to_be_visible()
         panels = page.get_by_test_id("stMain").get_by_test_id("stImage")
-        assert panels.count() >= 5  # thumbnails + image, ground truth, prediction, errors
+        expect(panels.nth(4)).to_be_visible()  # at least 5: thumbnails + image, ground truth, prediction, errors
         page.get_by_test_id("stMain").get_by_role("button", name="View").first.click()
         tools.idle(page)
         overlay = page.get_by_text("showing rows")
