@@ -32,10 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from segcore.config import TaskType
+from segcore.errors import SegcoreError
 from worker.artifacts import open_local_dataset
 from worker.db.models import Ensemble, PseudoRound, Run, RunGroup, RunStatus, SourceKind, Submission
 from worker.db.session import session_scope
-from worker.errors import InvalidInput, NotFound
+from worker.errors import InvalidInput, NotFound, ServiceError
 from worker.execution.context import WorkerContext
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "pseudo_job",
     "submission_job",
     "store_statistics",
+    "cache_inspection",
     "artifact_dir",
 ]
 
@@ -238,11 +240,16 @@ def ensemble_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
     with session_scope(ctx.factory) as s:
         # its status follows this job (the lifecycle module sets it when the job finishes)
         set_ensemble_result(s, actor=None, ensemble_id=ensemble_id, test_store=location)
+    cache_inspection(ctx, [("ensemble", ensemble_id)])
+    return {"ensemble_id": ensemble_id, "test_store": location}
+
+
+def cache_inspection(ctx: WorkerContext, sources: list[tuple[str, int]]) -> None:
+    """Cache the reports Inspect opens on (``inspection.precompute``); a failure is logged, never the caller's."""
     from worker.services import inspection
 
-    for why in inspection.precompute(ctx.factory, settings=ctx.settings, sources=[("ensemble", ensemble_id)]).values():
-        log.info("no Inspect report cached for ensemble %s: %s", ensemble_id, why)
-    return {"ensemble_id": ensemble_id, "test_store": location}
+    for (kind, object_id), why in inspection.precompute(ctx.factory, settings=ctx.settings, sources=sources).items():
+        log.info("no Inspect report cached for %s %s: %s", kind, object_id, why)
 
 
 def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
@@ -307,7 +314,10 @@ def pseudo_job(ctx: WorkerContext, job: Any, check: Check) -> dict[str, Any]:
             )
         set_pseudo_round_result(s, actor=None, round_id=round_id, report=_jsonable(report_dict),
                                 dataset_id=produced.id)
-    store_statistics(ctx, produced.id, check)  # what registering queues elsewhere; this job is on a worker already
+    try:  # what registering queues elsewhere; this job is on a worker already. The round is done either way
+        store_statistics(ctx, produced.id, check)
+    except (ServiceError, SegcoreError) as exc:
+        log.warning("pseudo-label round %s: no statistics for dataset %s: %s", round_id, produced.id, exc)
     return {"round_id": round_id, "dataset_id": produced.id, "path": location}
 
 

@@ -31,6 +31,7 @@ from worker.artifacts import Artifacts
 from worker.db.models import LogLevel, Run
 from worker.db.session import session_scope
 from worker.execution.context import LeaseKeeper, WorkerContext
+from worker.execution.handlers import cache_inspection
 from worker.execution.usage import ResourceUsage
 from worker.services import lifecycle, workers
 from worker.services.lifecycle import ClaimToken, LeaseState
@@ -323,16 +324,8 @@ def _train(
         )
     if ok:
         group_id = _update_group_oof(ctx, token.object_id)
-        _precompute_inspection(ctx, [("run", token.object_id)] + ([("group", group_id)] if group_id else []))
+        cache_inspection(ctx, [("run", token.object_id)] + ([("group", group_id)] if group_id else []))
     return RunOutcome.SUCCEEDED if ok else RunOutcome.LOST
-
-
-def _precompute_inspection(ctx: WorkerContext, sources: list[tuple[str, int]]) -> None:
-    """Cache the reports Inspect opens on (``inspection.precompute``); a failure is logged, never the run's."""
-    from worker.services import inspection
-
-    for (kind, object_id), why in inspection.precompute(ctx.factory, settings=ctx.settings, sources=sources).items():
-        log.info("no Inspect report cached for %s %s: %s", kind, object_id, why)
 
 
 def _update_group_oof(ctx: WorkerContext, run_id: int) -> int | None:
