@@ -27,7 +27,8 @@ checkpoint is the final model and none of its choices see the scored images.
 Usage:
     python bench/recipe_vs_baseline.py --quick --datasets stanford-background   # a first look, minutes
     python bench/recipe_vs_baseline.py                                          # the protocol (hours on a CPU)
-Options: --recipe NAME or a config's YAML path (default fast; ``--recipe baseline`` checks segcore against the hand loop), --datasets,
+Options: --recipe NAME or a config's YAML path (default fast; ``--recipe baseline`` checks segcore against the hand
+loop), --datasets,
 --epochs, --seeds, --folds (how many of the 5 folds to run), --max-train/--max-val (subsample), --threads.
 ``--quick`` = 3 epochs, 1 seed, 2 of the 5 folds, at most 64 training and 48 held-out images per run.
 Needs ../shared/data (or SEGBOARD_BENCH_DATA). Runs on the CPU; not part of the test suite.
@@ -51,7 +52,15 @@ import torch
 import torch.nn.functional as F
 
 from segcore.checkpoint import load_checkpoint
-from segcore.config import CocoSource, KFoldSplit, MaskFolderSource, PredefinedSplit, load_config, parse_config
+from segcore.config import (
+    CocoSource,
+    KFoldSplit,
+    MaskFolderSource,
+    PredefinedSplit,
+    TrainingConfig,
+    load_config,
+    parse_config,
+)
 from segcore.data.formats import SegDataset, open_dataset
 from segcore.data.policy import resolve_data_policy
 from segcore.data.splits import fold_assignment, split_ids
@@ -287,10 +296,11 @@ def main() -> None:
         if getattr(args, key) is None:
             setattr(args, key, value)
     torch.set_num_threads(args.threads)
-    if args.baseline_precision == "auto":
-        fast = getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)() or getattr(
-            torch.cpu, "_is_amx_tile_supported", lambda: False)()
-        args.baseline_precision = "bf16" if fast else "fp32"
+    if args.baseline_precision == "auto":  # what segcore picks for a config's precision: auto on this CPU
+        from segcore.training._device import resolve_runtime
+
+        auto = TrainingConfig(precision="auto")
+        args.baseline_precision = "bf16" if resolve_runtime(auto, "cpu").precision_name == "bf16" else "fp32"
     benches = _benches(Path(args.data))
     names = args.datasets or list(benches)
     unknown = [n for n in names if n not in benches]
